@@ -1,0 +1,9 @@
+"""``python -m resbench``."""
+
+from __future__ import annotations
+
+import sys
+
+from resbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""The ``resbench`` command: subcommands come from plugins through ``register_commands``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from resbench import __version__
+from resbench.errors import ResbenchError
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with status 2 and one line on bad usage (its default, made explicit)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"resbench: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per registered command."""
+    from resbench.plugins import get_registries
+
+    parser = _Parser(prog="resbench", description="Benchmark neural-network resilience to memory faults.")
+    parser.add_argument("--version", action="version", version=f"resbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for entry in get_registries().commands:
+        subparser = subparsers.add_parser(entry.name, help=entry.description, description=entry.description)
+        entry.item.add_arguments(subparser)
+        subparser.set_defaults(handler=entry.item.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        )
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return int(args.handler(args))
+    except ResbenchError as error:
+        print(f"resbench: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print("resbench: interrupted; completed trials are stored and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

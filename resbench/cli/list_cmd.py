@@ -1,0 +1,85 @@
+"""``resbench list [family] [--json]``: what the loaded plugins provide."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from resbench.options import describe_options
+from resbench.plugins import FAMILIES, Registries, get_registries, hookimpl
+from resbench.registry import Entry
+
+__all__ = ["ListCommand", "register_commands"]
+
+
+def _entry_record(entry: Entry[Any]) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "plugin": entry.plugin,
+        "description": entry.description,
+        "options": describe_options(entry.options),
+    }
+
+
+def _plugin_records(registries: Registries) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": info.name,
+            "module": info.module,
+            "version": info.version,
+            "builtin": info.builtin,
+            "items": info.items,
+        }
+        for info in registries.plugins.values()
+    ]
+
+
+def _format_options(entry: Entry[Any]) -> str:
+    return ", ".join(f"{option['name']}={option['default']!r}" for option in describe_options(entry.options))
+
+
+class ListCommand:
+    """List plugins, or the items of one family with their options."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """``family`` (optional) and ``--json``."""
+        parser.add_argument("family", nargs="?", choices=["plugins", *FAMILIES], help="what to list")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Print the listing."""
+        registries = get_registries()
+        if args.family == "plugins":
+            records: Any = _plugin_records(registries)
+        elif args.family:
+            records = [_entry_record(entry) for entry in registries.families[args.family]]
+        else:
+            records = {family: [_entry_record(e) for e in registries.families[family]] for family in FAMILIES}
+        if args.json:
+            print(json.dumps(records, indent=2, default=str))
+        else:
+            print(self._as_text(args.family, registries))
+        return 0
+
+    def _as_text(self, family: str | None, registries: Registries) -> str:
+        if family == "plugins":
+            return "\n".join(
+                f"{info.name} {info.version}{' (built-in)' if info.builtin else ''}"
+                for info in registries.plugins.values()
+            )
+        lines = []
+        for name in [family] if family else list(FAMILIES):
+            lines.append(f"{name}:")
+            for entry in registries.families[name]:
+                options = _format_options(entry)
+                lines.append(f"  {entry.name:<16} {entry.description}  [{entry.plugin}]")
+                if options:
+                    lines.append(f"  {'':<16} options: {options}")
+        return "\n".join(lines)
+
+
+@hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``resbench list``."""
+    register("list", ListCommand(), description="List plugins and what they register.")

@@ -1,0 +1,36 @@
+"""``resbench validate SUITE.yaml``: check a suite file without running it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from resbench.config import check_suite_names, load_suite
+from resbench.plugins import hookimpl
+
+__all__ = ["ValidateCommand", "register_commands"]
+
+
+class ValidateCommand:
+    """Check a suite file: YAML syntax, keys, value ranges, and that every named item exists."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The suite file."""
+        parser.add_argument("suite", type=Path, help="suite file (YAML)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Validate and print a one-line summary."""
+        suite = load_suite(args.suite)
+        check_suite_names(suite, str(args.suite))
+        cells = (
+            len(suite.methods) * len(suite.models) * len(suite.datasets) * len(suite.formats) * len(suite.faults)
+        )
+        print(f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): {cells} cells x {len(suite.bers)} BERs")
+        return 0
+
+
+@hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``resbench validate``."""
+    register("validate", ValidateCommand(), description="Check a suite file without running it.")

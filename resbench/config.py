@@ -1,0 +1,177 @@
+"""The suite: what a campaign crosses, read from YAML or from command-line flags and validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+
+from resbench.errors import UsageError
+from resbench.options import format_validation_error
+
+__all__ = [
+    "SUITE_VERSION",
+    "ComponentSpec",
+    "Suite",
+    "TrialPolicy",
+    "check_suite_names",
+    "load_suite",
+    "parse_suite",
+]
+
+SUITE_VERSION = 1
+
+
+class ComponentSpec(pydantic.BaseModel):
+    """One named plugin item with its options: ``fitact`` or ``{name: fitact, preset: v2}`` in YAML."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    name: str = pydantic.Field(min_length=1)
+    options: dict[str, Any] = pydantic.Field(default_factory=dict)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "name" in value and "options" not in value:
+            options = {key: item for key, item in value.items() if key != "name"}
+            return {"name": value["name"], "options": options}
+        return value
+
+    @property
+    def label(self) -> str:
+        """``name`` alone, or ``name[key=value,...]`` when options are set."""
+        if not self.options:
+            return self.name
+        settings = ",".join(f"{key}={value}" for key, value in sorted(self.options.items()))
+        return f"{self.name}[{settings}]"
+
+
+class TrialPolicy(pydantic.BaseModel):
+    """How many trials a cell gets: a fixed number, or adaptive until the 95% CI is narrow enough."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    trials: int = pydantic.Field(20, ge=1, le=100_000, description="trials per cell (minimum when adaptive)")
+    max_trials: int | None = pydantic.Field(
+        None, ge=1, le=100_000, description="adaptive: stop a cell at this many trials"
+    )
+    ci_halfwidth: float | None = pydantic.Field(
+        None, gt=0, le=100, description="adaptive: stop when the 95% CI half-width of mean accuracy (points) is below this"
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _check_adaptive(self) -> TrialPolicy:
+        if self.max_trials is not None and self.max_trials < self.trials:
+            raise ValueError(f"max_trials ({self.max_trials}) must be at least trials ({self.trials})")
+        if (self.ci_halfwidth is None) != (self.max_trials is None):
+            raise ValueError("adaptive trials need both max_trials and ci_halfwidth")
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether cells stop early once the confidence interval is narrow enough."""
+        return self.ci_halfwidth is not None
+
+
+def _components(*names: str) -> Any:
+    return pydantic.Field(default_factory=lambda: [ComponentSpec(name=name) for name in names], min_length=1)
+
+
+class Suite(pydantic.BaseModel):
+    """A benchmark suite: every combination of its lists is one cell of the campaign."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = SUITE_VERSION
+    name: str = "custom"
+    methods: list[ComponentSpec] = _components("none")
+    models: list[ComponentSpec] = _components("lenet5")
+    datasets: list[ComponentSpec] = _components("mnist5k")
+    formats: list[ComponentSpec] = _components("fp32")
+    faults: list[ComponentSpec] = _components("bitflip")
+    bers: list[float] = pydantic.Field(default_factory=lambda: [1e-6, 1e-5, 1e-4], min_length=1)
+    trials: TrialPolicy = pydantic.Field(default_factory=TrialPolicy)
+    seed: int = pydantic.Field(0, ge=0, le=2**63 - 1)
+    fault_space: dict[str, Any] = pydantic.Field(default_factory=dict)
+    eval_batch_size: int = pydantic.Field(1024, ge=1, le=1_000_000)
+    executor: ComponentSpec = pydantic.Field(default_factory=lambda: ComponentSpec(name="local"))
+
+    @pydantic.field_validator("bers")
+    @classmethod
+    def _check_bers(cls, bers: list[float]) -> list[float]:
+        for ber in bers:
+            if not 0 < ber < 1:
+                raise ValueError(f"each BER must lie in (0, 1), got {ber}")
+        if len(set(bers)) != len(bers):
+            raise ValueError("BERs must be distinct")
+        return sorted(bers)
+
+    @pydantic.field_validator("trials", mode="before")
+    @classmethod
+    def _trials_shorthand(cls, value: Any) -> Any:
+        return {"trials": value} if isinstance(value, int) else value
+
+
+def parse_suite(data: Any, source: str) -> Suite:
+    """Validate a mapping (from YAML or flags) into a :class:`Suite`; problems name key and range."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: a suite must be a mapping of keys to values")
+    try:
+        return Suite.model_validate(data)
+    except pydantic.ValidationError as error:
+        raise UsageError(format_validation_error(error, source, Suite)) from None
+
+
+def load_suite(path: Path) -> Suite:
+    """Read and validate a suite file; malformed YAML names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read suite file: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise UsageError(f"{where}: malformed YAML: {problem}") from None
+    return parse_suite(data if data is not None else {}, str(path))
+
+
+_FAMILY_OF_FIELD = {
+    "methods": "methods",
+    "models": "models",
+    "datasets": "datasets",
+    "formats": "formats",
+    "faults": "faults",
+}
+
+
+def check_suite_names(suite: Suite, source: str) -> None:
+    """Check that every named item exists and that its options are valid; all problems in one error."""
+    from resbench.plugins import get_registries
+
+    registries = get_registries()
+    problems = []
+    specs: list[tuple[str, ComponentSpec]] = [
+        (f"{field}[{index}]", spec)
+        for field in _FAMILY_OF_FIELD
+        for index, spec in enumerate(getattr(suite, field))
+    ]
+    specs.append(("executor", suite.executor))
+    for where, spec in specs:
+        family = where.split("[")[0]
+        registry = getattr(registries, "executors" if family == "executor" else _FAMILY_OF_FIELD[family])
+        try:
+            entry, implied = registry.resolve(spec.name)
+            entry.make_options({**implied, **spec.options}, where=f"{source}: {where} ({spec.name})")
+        except UsageError as error:
+            message = str(error)
+            problems.append(message if message.startswith(source) else f"{source}: {where}: {message}")
+    if problems:
+        raise UsageError("\n".join(problems))

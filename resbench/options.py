@@ -1,0 +1,80 @@
+"""Base class of the options every plugin item takes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+from resbench.errors import UsageError
+
+__all__ = ["NoOptions", "Options", "describe_options", "format_validation_error", "validate_options"]
+
+
+class Options(pydantic.BaseModel):
+    """Options of one plugin item. Unknown fields are refused, so a misspelt key is an error."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(Options):
+    """An item that takes no options."""
+
+
+def _describe_constraints(field: Any) -> str:
+    bounds = []
+    for meta in field.metadata:
+        for attribute, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(meta, attribute, None)
+            if value is not None:
+                bounds.append(f"{symbol} {value}")
+    return " and ".join(bounds)
+
+
+def format_validation_error(error: pydantic.ValidationError, where: str, model: type | None = None) -> str:
+    """One line per problem: where it is, the key, what is wrong and, when known, the allowed range."""
+    lines = []
+    fields = getattr(model, "model_fields", {}) if model is not None else {}
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(fields)) or "none"
+            message = f"unknown option (allowed: {allowed})"
+        else:
+            key = str(problem["loc"][0]) if problem["loc"] else ""
+            if key in fields:
+                allowed_range = _describe_constraints(fields[key])
+                if allowed_range:
+                    message += f" (allowed range: {allowed_range})"
+            if "input" in problem and not isinstance(problem["input"], dict):
+                message += f", got {problem['input']!r}"
+        prefix = f"{where}.{location}" if location else where
+        lines.append(f"{prefix}: {message}")
+    return "\n".join(lines)
+
+
+def validate_options(model: type[Options], raw: dict[str, Any], where: str) -> Options:
+    """Validate raw options for one item; bad input raises :class:`UsageError` naming key and range."""
+    try:
+        return model.model_validate(raw)
+    except pydantic.ValidationError as error:
+        raise UsageError(format_validation_error(error, where, model)) from None
+
+
+def describe_options(model: type[Options]) -> list[dict[str, Any]]:
+    """Options with their types, defaults and descriptions, for ``resbench list``."""
+    described = []
+    for name, field in model.model_fields.items():
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        described.append(
+            {
+                "name": name,
+                "type": getattr(field.annotation, "__name__", str(field.annotation)),
+                "default": default,
+                "required": field.is_required(),
+                "description": field.description or "",
+                "range": _describe_constraints(field),
+            }
+        )
+    return described

@@ -1,0 +1,179 @@
+"""The plugin manager: built-in plugins, third-party plugins found by entry point, and the registries.
+
+Third-party plugins declare themselves in their ``pyproject.toml``::
+
+    [project.entry-points.resbench]
+    my_plugin = "my_package.my_module"
+
+and implement hooks from :mod:`resbench.hookspecs` with :data:`hookimpl`. Set
+``RESBENCH_DISABLE_PLUGINS=1`` to load built-in plugins only.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import os
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from resbench import __version__, hookspecs
+from resbench.errors import ResbenchError
+from resbench.registry import Registry
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "DISABLE_PLUGINS_VARIABLE",
+    "FAMILIES",
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "PluginLoadError",
+    "Registries",
+    "get_registries",
+    "hookimpl",
+    "reset_registries",
+]
+
+hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT_NAME)
+ENTRY_POINT_GROUP = "resbench"
+DISABLE_PLUGINS_VARIABLE = "RESBENCH_DISABLE_PLUGINS"
+
+# Family name -> hook name. The family names are also the ``resbench list`` arguments.
+FAMILIES: dict[str, str] = {
+    "formats": "register_formats",
+    "faults": "register_fault_models",
+    "activations": "register_activation_schemes",
+    "optimizers": "register_threshold_optimizers",
+    "transforms": "register_weight_transforms",
+    "methods": "register_methods",
+    "models": "register_models",
+    "datasets": "register_datasets",
+    "executors": "register_executors",
+    "reports": "register_report_formats",
+    "commands": "register_commands",
+}
+
+# Built-in plugins, registered through the same hooks as third-party ones.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "resbench.cli.list_cmd",
+    "resbench.cli.validate_cmd",
+)
+
+
+class PluginLoadError(ResbenchError):
+    """A plugin could not be imported or registered."""
+
+
+@dataclass
+class PluginInfo:
+    """A loaded plugin: its name, where it comes from and its version."""
+
+    name: str
+    module: str
+    version: str
+    builtin: bool
+    items: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Registries:
+    """One registry per family, plus the plugins that filled them."""
+
+    plugins: dict[str, PluginInfo]
+    families: dict[str, Registry[Any]]
+
+    def __getattr__(self, family: str) -> Registry[Any]:
+        try:
+            return self.__dict__["families"][family]
+        except KeyError:
+            raise AttributeError(family) from None
+
+
+def _import_builtin(module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        raise PluginLoadError(f"error importing built-in plugin {module_name!r}: {error}") from error
+
+
+def _third_party_plugins() -> list[tuple[str, ModuleType, str]]:
+    found = []
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            module = entry_point.load()
+        except Exception as error:
+            raise PluginLoadError(
+                f"error importing plugin {entry_point.name!r} ({entry_point.value}): "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        version = entry_point.dist.version if entry_point.dist is not None else "unknown"
+        found.append((entry_point.name, module, version))
+    return found
+
+
+def _collect(manager: pluggy.PluginManager, plugins: dict[str, PluginInfo]) -> dict[str, Registry[Any]]:
+    families: dict[str, Registry[Any]] = {}
+    for family, hook_name in FAMILIES.items():
+        registry: Registry[Any] = Registry(family.rstrip("s") if family != "faults" else "fault model")
+        families[family] = registry
+        for implementation in getattr(manager.hook, hook_name).get_hookimpls():
+            plugin_name = implementation.plugin_name
+            info = plugins[plugin_name]
+
+            def register(
+                name: str,
+                item: Any,
+                *,
+                options: type | None = None,
+                description: str | None = None,
+                pattern: str | None = None,
+                _plugin: str = plugin_name,
+                _info: PluginInfo = info,
+                _family: str = family,
+                _registry: Registry[Any] = registry,
+            ) -> None:
+                _registry.add(name, item, _plugin, options=options, description=description, pattern=pattern)
+                _info.items.setdefault(_family, []).append(name)
+
+            try:
+                implementation.function(register=register)
+            except Exception as error:
+                raise PluginLoadError(
+                    f"plugin {plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}"
+                ) from error
+    return families
+
+
+def _build() -> Registries:
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    plugins: dict[str, PluginInfo] = {}
+    for module_name in BUILTIN_PLUGINS:
+        manager.register(_import_builtin(module_name), name=module_name)
+        plugins[module_name] = PluginInfo(module_name, module_name, __version__, builtin=True)
+    if not os.environ.get(DISABLE_PLUGINS_VARIABLE):
+        for name, module, version in _third_party_plugins():
+            if manager.is_registered(module):
+                continue
+            manager.register(module, name=name)
+            plugins[name] = PluginInfo(name, module.__name__, version, builtin=False)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as error:
+        raise PluginLoadError(f"plugin {error.plugin!r}: {error}") from error
+    return Registries(plugins, _collect(manager, plugins))
+
+
+@functools.cache
+def get_registries() -> Registries:
+    """Load all plugins once and return the filled registries."""
+    return _build()
+
+
+def reset_registries() -> None:
+    """Forget the loaded plugins (tests use this after changing the environment)."""
+    get_registries.cache_clear()

@@ -1,0 +1,301 @@
+"""Number formats: how a stored tensor is laid out in bits.
+
+A :class:`NumberFormat` turns float tensors into integer *codes* (the bit patterns held in memory) and
+back into the float32 values the network computes with. Faults act on the codes.
+
+**Bit numbering** (used everywhere in resbench): bit ``i`` of a code is the bit of value ``2**i`` in
+its unsigned bit pattern, so the least significant bit is bit 0 and the most significant bit, the sign
+bit of every built-in format, is bit ``bits_per_element - 1``. For ``fp32`` bit 31 is the sign, bits
+30..23 the exponent and bits 22..0 the mantissa (IEEE 754-2019, section 3.4).
+
+Codes live in a signed integer dtype at least ``bits_per_element`` wide (``int32`` for ``fp32``,
+``int16`` for ``fp16``/``bf16``, ``int8`` for ``int8`` and ``q2.5``). A fixed-point format whose width
+is not 8, 16, 32 or 64 keeps its pattern in the low bits of the next wider dtype, upper bits zero.
+
+Encoding rounds to nearest (ties to even) and saturates at the largest finite magnitude of the format.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from pydantic import Field, model_validator
+
+from resbench.errors import UsageError
+from resbench.hookspecs import Register
+from resbench.options import NoOptions, Options
+from resbench.plugins import get_registries, hookimpl
+
+__all__ = [
+    "BFloat16",
+    "FixedPoint",
+    "FixedPointOptions",
+    "Float16",
+    "Float32",
+    "Int8",
+    "NumberFormat",
+    "register_formats",
+    "resolve_format",
+]
+
+_CONTAINERS: tuple[tuple[int, torch.dtype], ...] = (
+    (8, torch.int8),
+    (16, torch.int16),
+    (32, torch.int32),
+    (64, torch.int64),
+)
+
+
+def _container(bits: int) -> torch.dtype:
+    """The narrowest signed integer dtype holding ``bits`` bits."""
+    for width, dtype in _CONTAINERS:
+        if bits <= width:
+            return dtype
+    raise UsageError(f"a code of {bits} bits does not fit in 64 bits")
+
+
+class NumberFormat(ABC):
+    """How one stored element is laid out in bits (see the module docstring for the bit numbering).
+
+    Subclasses set :attr:`name`, :attr:`bits_per_element` and :attr:`code_dtype`. Formats with a
+    per-tensor scale (``int8``) set :attr:`scaled`; their ``encode``/``decode`` take that scale.
+    """
+
+    name: str
+    bits_per_element: int
+    code_dtype: torch.dtype
+    scaled: bool = False
+
+    @abstractmethod
+    def encode(self, values: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Integer codes of ``values`` (round to nearest, saturate), same shape and device."""
+
+    @abstractmethod
+    def decode(self, codes: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The float32 values that ``codes`` stand for; ``scale`` broadcasts against ``codes``."""
+
+    @abstractmethod
+    def bit_fields(self) -> dict[str, tuple[int, ...]]:
+        """Named groups of bit positions (``sign``, ``exponent``, ...), for restricting faults."""
+
+    def scale_for(self, values: torch.Tensor) -> torch.Tensor:
+        """The per-tensor scale stored alongside ``values`` (a 0-d float32 tensor; 1 when unscaled)."""
+        return torch.ones((), dtype=torch.float32, device=values.device)
+
+    def quantize(self, values: torch.Tensor) -> torch.Tensor:
+        """``decode(encode(values))``: what the network computes with once ``values`` are stored."""
+        scale = self.scale_for(values)
+        return self.decode(self.encode(values, scale), scale)
+
+    def __repr__(self) -> str:
+        return f"<NumberFormat {self.name}: {self.bits_per_element} bits>"
+
+
+class _IEEEFloat(NumberFormat):
+    """An IEEE 754 binary format stored as its own bit pattern (sign, exponent, mantissa)."""
+
+    storage_dtype: torch.dtype
+    exponent_bits: int
+
+    def encode(self, values: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        limit = torch.finfo(self.storage_dtype).max
+        saturated = values.to(torch.float32).clamp(-limit, limit)
+        return saturated.to(self.storage_dtype).view(self.code_dtype)
+
+    def decode(self, codes: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        return codes.view(self.storage_dtype).to(torch.float32)
+
+    def bit_fields(self) -> dict[str, tuple[int, ...]]:
+        sign = self.bits_per_element - 1
+        mantissa_bits = sign - self.exponent_bits
+        return {
+            "sign": (sign,),
+            "exponent": tuple(range(mantissa_bits, sign)),
+            "mantissa": tuple(range(mantissa_bits)),
+        }
+
+
+class Float32(_IEEEFloat):
+    """IEEE 754 binary32: 1 sign, 8 exponent and 23 mantissa bits."""
+
+    name = "fp32"
+    bits_per_element = 32
+    code_dtype = torch.int32
+    storage_dtype = torch.float32
+    exponent_bits = 8
+
+
+class Float16(_IEEEFloat):
+    """IEEE 754 binary16: 1 sign, 5 exponent and 10 mantissa bits."""
+
+    name = "fp16"
+    bits_per_element = 16
+    code_dtype = torch.int16
+    storage_dtype = torch.float16
+    exponent_bits = 5
+
+
+class BFloat16(_IEEEFloat):
+    """bfloat16 (the upper half of binary32): 1 sign, 8 exponent and 7 mantissa bits."""
+
+    name = "bf16"
+    bits_per_element = 16
+    code_dtype = torch.int16
+    storage_dtype = torch.bfloat16
+    exponent_bits = 8
+
+
+class FixedPoint(NumberFormat):
+    """Two's-complement fixed point qM.N: 1 sign bit on top, M integer bits, N fraction bits.
+
+    A code ``c`` (read as a signed ``1 + M + N``-bit integer) stands for ``c / 2**N``; the range is
+    ``[-2**M, 2**M - 2**-N]``.
+    """
+
+    def __init__(self, integer_bits: int, fraction_bits: int) -> None:
+        self.integer_bits = integer_bits
+        self.fraction_bits = fraction_bits
+        self.bits_per_element = 1 + integer_bits + fraction_bits
+        self.code_dtype = _container(self.bits_per_element)
+        self.name = f"q{integer_bits}.{fraction_bits}"
+        self._native = torch.iinfo(self.code_dtype).bits == self.bits_per_element
+
+    def encode(self, values: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        top = 2.0 ** (self.bits_per_element - 1)
+        highest = math.nextafter(top, 0.0) if self.bits_per_element > 53 else top - 1
+        scaled = torch.nan_to_num(values.to(torch.float64), nan=0.0) * 2.0**self.fraction_bits
+        signed = scaled.round().clamp(-top, highest).to(torch.int64)
+        if not self._native:
+            signed = signed & ((1 << self.bits_per_element) - 1)
+        return signed.to(self.code_dtype)
+
+    def decode(self, codes: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        signed = codes
+        if not self._native:
+            half = 1 << (self.bits_per_element - 1)
+            sign = (codes >> (self.bits_per_element - 1)) & 1
+            signed = codes - sign * half - sign * half
+        return signed.to(torch.float32) * 2.0**-self.fraction_bits
+
+    def bit_fields(self) -> dict[str, tuple[int, ...]]:
+        sign = self.bits_per_element - 1
+        return {
+            "sign": (sign,),
+            "integer": tuple(range(self.fraction_bits, sign)),
+            "fraction": tuple(range(self.fraction_bits)),
+        }
+
+
+class Int8(NumberFormat):
+    """Symmetric per-tensor int8: ``code = round(x / s)`` in [-127, 127] with ``s = max|x| / 127``.
+
+    The scale itself is metadata, kept in float32 and outside the fault space (Jacob et al., CVPR 2018,
+    eq. 1 with zero point 0).
+    """
+
+    name = "int8"
+    bits_per_element = 8
+    code_dtype = torch.int8
+    scaled = True
+
+    def scale_for(self, values: torch.Tensor) -> torch.Tensor:
+        largest = values.detach().abs().max().to(torch.float32) if values.numel() else None
+        if largest is None or not torch.isfinite(largest) or largest == 0:
+            return torch.ones((), dtype=torch.float32, device=values.device)
+        return largest / 127.0
+
+    def encode(self, values: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        scale = self.scale_for(values) if scale is None else scale
+        ratio = torch.nan_to_num(values.to(torch.float32) / scale, nan=0.0)
+        return ratio.round().clamp(-127, 127).to(torch.int8)
+
+    def decode(self, codes: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        if scale is None:
+            raise ValueError("int8 codes need their per-tensor scale to be decoded")
+        return codes.to(torch.float32) * scale
+
+    def bit_fields(self) -> dict[str, tuple[int, ...]]:
+        return {"sign": (7,), "magnitude": tuple(range(7))}
+
+
+class FixedPointOptions(Options):
+    """Widths of a qM.N fixed-point format (1 sign bit + M integer bits + N fraction bits <= 64)."""
+
+    integer_bits: int = Field(ge=0, le=63, description="M: integer bits below the sign bit")
+    fraction_bits: int = Field(ge=0, le=63, description="N: fraction bits")
+
+    @model_validator(mode="after")
+    def _fits(self) -> FixedPointOptions:
+        if 1 + self.integer_bits + self.fraction_bits > 64:
+            raise ValueError("1 + integer_bits + fraction_bits must be at most 64")
+        return self
+
+
+def _fp32(options: NoOptions) -> NumberFormat:
+    """IEEE 754 binary32 (32 bits)."""
+    return Float32()
+
+
+def _fp16(options: NoOptions) -> NumberFormat:
+    """IEEE 754 binary16 (16 bits)."""
+    return Float16()
+
+
+def _bf16(options: NoOptions) -> NumberFormat:
+    """bfloat16 (16 bits: 8 exponent, 7 mantissa)."""
+    return BFloat16()
+
+
+def _int8(options: NoOptions) -> NumberFormat:
+    """Symmetric per-tensor int8 (8 bits, scale max|x|/127)."""
+    return Int8()
+
+
+def _fixed_point(options: FixedPointOptions) -> NumberFormat:
+    """Two's-complement fixed point qM.N (1 sign + M integer + N fraction bits)."""
+    return FixedPoint(options.integer_bits, options.fraction_bits)
+
+
+def _q15_16(options: NoOptions) -> NumberFormat:
+    """Fixed point q15.16 (32 bits)."""
+    return FixedPoint(15, 16)
+
+
+def _q2_5(options: NoOptions) -> NumberFormat:
+    """Fixed point q2.5 (8 bits)."""
+    return FixedPoint(2, 5)
+
+
+@hookimpl
+def register_formats(register: Register) -> None:
+    """Register the built-in number formats."""
+    for name, factory in (("fp32", _fp32), ("fp16", _fp16), ("bf16", _bf16), ("int8", _int8)):
+        register(name, factory, options=NoOptions)
+    register("q15.16", _q15_16, options=NoOptions)
+    register("q2.5", _q2_5, options=NoOptions)
+    register(
+        "qM.N",
+        _fixed_point,
+        options=FixedPointOptions,
+        pattern=r"q(?P<integer_bits>\d+)\.(?P<fraction_bits>\d+)",
+    )
+
+
+def resolve_format(name: str, options: dict[str, Any] | None = None) -> NumberFormat:
+    """The number format called ``name`` (``fp16``, ``q3.4``, ...) built with ``options``.
+
+    Unknown names and invalid options raise :class:`UsageError` with one clear line.
+    """
+    entry, implied = get_registries().formats.resolve(name)
+    given = dict(options or {})
+    for key, value in implied.items():
+        if key in given and given[key] != value:
+            raise UsageError(f"format {name!r}: option {key}={given[key]!r} contradicts the name")
+    validated = entry.make_options({**given, **implied}, where=f"format {name}")
+    made = entry.item(validated)
+    if not isinstance(made, NumberFormat):
+        raise UsageError(f"format {name!r} from plugin {entry.plugin!r} is not a NumberFormat")
+    return made

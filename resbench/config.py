@@ -21,7 +21,7 @@ __all__ = [
     "parse_suite",
 ]
 
-SUITE_VERSION = 1
+SUITE_VERSION: Literal[1] = 1
 
 
 class ComponentSpec(pydantic.BaseModel):
@@ -56,12 +56,17 @@ class TrialPolicy(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    trials: int = pydantic.Field(20, ge=1, le=100_000, description="trials per cell (minimum when adaptive)")
+    trials: int = pydantic.Field(
+        default=20, ge=1, le=100_000, description="trials per cell (minimum when adaptive)"
+    )
     max_trials: int | None = pydantic.Field(
-        None, ge=1, le=100_000, description="adaptive: stop a cell at this many trials"
+        default=None, ge=1, le=100_000, description="adaptive: stop a cell at this many trials"
     )
     ci_halfwidth: float | None = pydantic.Field(
-        None, gt=0, le=100, description="adaptive: stop when the 95% CI half-width of mean accuracy (points) is below this"
+        default=None,
+        gt=0,
+        le=100,
+        description="adaptive: stop when the 95% CI half-width of mean accuracy (points) is below this",
     )
 
     @pydantic.model_validator(mode="after")
@@ -96,9 +101,14 @@ class Suite(pydantic.BaseModel):
     faults: list[ComponentSpec] = _components("bitflip")
     bers: list[float] = pydantic.Field(default_factory=lambda: [1e-6, 1e-5, 1e-4], min_length=1)
     trials: TrialPolicy = pydantic.Field(default_factory=TrialPolicy)
-    seed: int = pydantic.Field(0, ge=0, le=2**63 - 1)
-    fault_space: dict[str, Any] = pydantic.Field(default_factory=dict)
-    eval_batch_size: int = pydantic.Field(1024, ge=1, le=1_000_000)
+    seed: int = pydantic.Field(default=0, ge=0, le=2**63 - 1)
+    fault_space: dict[str, Any] = pydantic.Field(
+        default_factory=dict, description="fault-space options (batch norm, layer selection, method tensors)"
+    )
+    training: dict[str, Any] = pydantic.Field(
+        default_factory=dict, description="overrides of the baseline training recipe (epochs, lr, ...)"
+    )
+    eval_batch_size: int = pydantic.Field(default=1024, ge=1, le=1_000_000)
     executor: ComponentSpec = pydantic.Field(default_factory=lambda: ComponentSpec(name="local"))
 
     @pydantic.field_validator("bers")

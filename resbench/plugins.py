@@ -28,14 +28,15 @@ from resbench.registry import Registry
 __all__ = [
     "BUILTIN_PLUGINS",
     "DISABLE_PLUGINS_VARIABLE",
-    "FAMILIES",
     "ENTRY_POINT_GROUP",
+    "FAMILIES",
     "PluginInfo",
     "PluginLoadError",
     "Registries",
     "get_registries",
     "hookimpl",
     "reset_registries",
+    "third_party_disabled",
 ]
 
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT_NAME)
@@ -61,6 +62,15 @@ FAMILIES: dict[str, str] = {
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench.cli.list_cmd",
     "resbench.cli.validate_cmd",
+    "resbench.cli.run_cmd",
+    "resbench.cli.report_cmds",
+    "resbench.datasets",
+    "resbench.models",
+    "resbench.executors",
+    "resbench.report.formats",
+    "resbench_plugins.none",
+    "resbench.formats",
+    "resbench.faults",
 )
 
 
@@ -91,6 +101,11 @@ class Registries:
             return self.__dict__["families"][family]
         except KeyError:
             raise AttributeError(family) from None
+
+
+def third_party_disabled() -> bool:
+    """Whether ``RESBENCH_DISABLE_PLUGINS`` is set (to anything but empty, ``0``, ``false`` or ``no``)."""
+    return os.environ.get(DISABLE_PLUGINS_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _import_builtin(module_name: str) -> ModuleType:
@@ -148,23 +163,38 @@ def _collect(manager: pluggy.PluginManager, plugins: dict[str, PluginInfo]) -> d
     return families
 
 
+def _validation_message(manager: pluggy.PluginManager, error: pluggy.PluginValidationError) -> str:
+    name = manager.get_name(error.plugin) or repr(error.plugin)
+    return f"plugin {name!r}: " + " ".join(str(error).split())
+
+
+def _register(manager: pluggy.PluginManager, module: ModuleType, name: str) -> None:
+    """Register one plugin; a bad hook implementation or a taken name is an error naming the plugin."""
+    try:
+        manager.register(module, name=name)
+    except pluggy.PluginValidationError as error:
+        raise PluginLoadError(_validation_message(manager, error)) from error
+    except ValueError as error:
+        raise PluginLoadError(f"plugin {name!r} ({module.__name__}): {error}") from error
+
+
 def _build() -> Registries:
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     plugins: dict[str, PluginInfo] = {}
     for module_name in BUILTIN_PLUGINS:
-        manager.register(_import_builtin(module_name), name=module_name)
+        _register(manager, _import_builtin(module_name), module_name)
         plugins[module_name] = PluginInfo(module_name, module_name, __version__, builtin=True)
-    if not os.environ.get(DISABLE_PLUGINS_VARIABLE):
+    if not third_party_disabled():
         for name, module, version in _third_party_plugins():
             if manager.is_registered(module):
                 continue
-            manager.register(module, name=name)
+            _register(manager, module, name)
             plugins[name] = PluginInfo(name, module.__name__, version, builtin=False)
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
-        raise PluginLoadError(f"plugin {error.plugin!r}: {error}") from error
+        raise PluginLoadError(_validation_message(manager, error)) from error
     return Registries(plugins, _collect(manager, plugins))
 
 

@@ -1,0 +1,148 @@
+"""The trial loop of one deployed model under one fault model, across a BER sweep.
+
+For each trial index the fault model samples nested fault sites for the whole sweep at once (the sites
+at a lower BER are a subset of those at a higher one), from a seed that does not depend on the method.
+Each BER that still needs trials gets: inject (XOR in place) -> evaluate -> restore (bit-exact). A
+trial with no flip reuses the fault-free result without a forward pass. Completed trials stored
+earlier are skipped, so an interrupted campaign resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from resbench.config import TrialPolicy
+from resbench.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
+from resbench.faults import FaultModel, FaultRecord, FaultSites
+from resbench.injection import Injector
+from resbench.statistics import summarize
+from resbench.store import ResultStore, TrialRow
+
+__all__ = ["CampaignPlan", "CleanReference", "run_campaign", "trials_needed"]
+
+FLUSH_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class CleanReference:
+    """The deployed model's fault-free predictions and metrics (BER 0)."""
+
+    predictions: torch.Tensor
+    metrics: TrialMetrics
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    """What one campaign covers: the BER sweep, its cells, the trial policy and the trial seeds."""
+
+    bers: list[float]
+    cell_ids: list[str]
+    policy: TrialPolicy
+    trial_seed: Callable[[int], int]
+
+
+def trials_needed(accuracies: list[float], policy: TrialPolicy) -> bool:
+    """Whether a cell with these trial accuracies needs another trial under ``policy``."""
+    if len(accuracies) < policy.trials:
+        return True
+    if not policy.adaptive or policy.max_trials is None or policy.ci_halfwidth is None:
+        return False
+    if len(accuracies) >= policy.max_trials:
+        return False
+    return summarize(accuracies).halfwidth > policy.ci_halfwidth
+
+
+def _flips_per_bit(record: FaultRecord) -> tuple[int, ...]:
+    return tuple(int(count) for count in record.per_bit)
+
+
+def _run_trial(
+    model: nn.Module, injector: Injector, sites: FaultSites, data: EvaluationData, clean: CleanReference
+) -> tuple[TrialMetrics, bool]:
+    if sites.num_flips == 0:
+        return clean.metrics, True
+    with injector.injected(sites):
+        logits = predict_logits(model, data)
+    return trial_metrics(logits, data.labels, clean.predictions), False
+
+
+def _trial_rows(
+    model: nn.Module,
+    injector: Injector,
+    fault_model: FaultModel,
+    data: EvaluationData,
+    clean: CleanReference,
+    plan: CampaignPlan,
+    done: dict[str, dict[int, float]],
+) -> Iterator[TrialRow]:
+    trial = 0
+    while True:
+        pending = [
+            index
+            for index, cell_id in enumerate(plan.cell_ids)
+            if trial not in done[cell_id] and trials_needed(list(done[cell_id].values()), plan.policy)
+        ]
+        if not pending and not any(trials_needed(list(done[c].values()), plan.policy) for c in plan.cell_ids):
+            return
+        if pending:
+            seed = plan.trial_seed(trial)
+            all_sites = fault_model.sample(injector.layout, plan.bers, seed)
+            for index in pending:
+                started = time.perf_counter()
+                metrics, reused = _run_trial(model, injector, all_sites[index], data, clean)
+                cell_id = plan.cell_ids[index]
+                done[cell_id][trial] = metrics.accuracy
+                yield TrialRow(
+                    cell_id=cell_id,
+                    trial=trial,
+                    seed=seed,
+                    accuracy=metrics.accuracy,
+                    sdc_rate=metrics.sdc_rate,
+                    critical_sdc_rate=metrics.critical_sdc_rate,
+                    due_rate=metrics.due_rate,
+                    flips=int(all_sites[index].num_flips),
+                    reused=reused,
+                    seconds=time.perf_counter() - started,
+                    flips_per_bit=_flips_per_bit(all_sites[index].record()),
+                )
+        trial += 1
+
+
+def run_campaign(
+    model: nn.Module,
+    injector: Injector,
+    fault_model: FaultModel,
+    data: EvaluationData,
+    clean: CleanReference,
+    plan: CampaignPlan,
+    store: ResultStore,
+    run_id: int,
+    on_trial: Callable[[], None] | None = None,
+) -> int:
+    """Run the trials ``plan`` still needs, writing them to ``store``; returns how many ran.
+
+    Rows are written in transactions every couple of seconds and when the campaign ends or is
+    interrupted: a stored trial is always complete.
+    """
+    done = store.trial_accuracies(plan.cell_ids)
+    buffer: list[TrialRow] = []
+    last_flush = time.monotonic()
+    count = 0
+    try:
+        for row in _trial_rows(model, injector, fault_model, data, clean, plan, done):
+            buffer.append(row)
+            count += 1
+            if on_trial is not None:
+                on_trial()
+            if time.monotonic() - last_flush > FLUSH_SECONDS:
+                store.add_trials(buffer, run_id)
+                buffer.clear()
+                last_flush = time.monotonic()
+    finally:
+        store.add_trials(buffer, run_id)
+    return count

@@ -1,0 +1,138 @@
+"""``resbench run [SUITE.yaml] [flags]``: run a suite (the embedded default one without arguments)."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resbench.cli.report_cmds import load_leaderboard, write_text_atomically
+from resbench.config import Suite, load_suite, parse_suite
+from resbench.errors import UsageError
+from resbench.plugins import get_registries, hookimpl
+from resbench.report.formats import render_html, render_markdown
+from resbench.report.plots import write_figures
+from resbench.runner import RunSettings, run_suite
+from resbench.store import DEFAULT_STORE
+
+__all__ = ["DEFAULT_SUITE", "RunCommand", "register_commands", "suite_from_arguments"]
+
+DEFAULT_SUITE = "default.yaml"
+_LIST_FLAGS = ("methods", "models", "datasets", "formats", "faults")
+
+
+def _default_suite_path() -> Path:
+    return Path(str(resources.files("resbench.suites").joinpath(DEFAULT_SUITE)))
+
+
+def _parse_bers(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--bers: expected comma-separated numbers such as 1e-6,1e-5, got {text!r}") from None
+
+
+def suite_from_arguments(args: argparse.Namespace) -> tuple[Suite, str]:
+    """The suite file (or the default suite) with the command-line flags applied on top."""
+    path = args.suite or _default_suite_path()
+    suite = load_suite(path)
+    data = suite.model_dump()
+    for flag in _LIST_FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            data[flag] = [name.strip() for name in value.split(",") if name.strip()]
+    if args.bers is not None:
+        data["bers"] = _parse_bers(args.bers)
+    trials = dict(data["trials"])
+    if args.trials is not None:
+        trials = {"trials": args.trials, "max_trials": None, "ci_halfwidth": None}
+    if args.max_trials is not None:
+        trials["max_trials"] = args.max_trials
+    if args.ci_halfwidth is not None:
+        trials["ci_halfwidth"] = args.ci_halfwidth
+    data["trials"] = trials
+    if args.seed is not None:
+        data["seed"] = args.seed
+    if args.executor is not None:
+        data["executor"] = args.executor
+    source = str(path) if args.suite else "default suite"
+    return parse_suite(data, f"{source} with command-line flags"), source
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device: unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def write_reports(store: Path, output: Path) -> list[Path]:
+    """Leaderboard (markdown, HTML) and figures from ``store``, written under ``output``."""
+    tables, trials = load_leaderboard(store)
+    write_text_atomically(output / "leaderboard.md", render_markdown(tables))
+    write_text_atomically(output / "leaderboard.html", render_html(tables))
+    figures = write_figures(tables, trials, output / "figures")
+    return [output / "leaderboard.md", output / "leaderboard.html", *figures]
+
+
+class RunCommand:
+    """Run a benchmark suite and store every trial."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The suite file and the flags that override it."""
+        parser.add_argument("suite", nargs="?", type=Path, help="suite file (default: the embedded default suite)")
+        for flag in _LIST_FLAGS:
+            parser.add_argument(f"--{flag}", help=f"comma-separated {flag} (overrides the suite)")
+        parser.add_argument("--bers", help="comma-separated bit-error rates, e.g. 1e-7,1e-6")
+        parser.add_argument("--trials", type=int, help="fixed number of trials per cell")
+        parser.add_argument("--max-trials", type=int, help="adaptive: at most this many trials per cell")
+        parser.add_argument("--ci-halfwidth", type=float, help="adaptive: target 95%% CI half-width (points)")
+        parser.add_argument("--seed", type=int, help="base seed")
+        parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"results store (default {DEFAULT_STORE})")
+        parser.add_argument("--executor", choices=get_registries().executors.names(), help="how jobs run")
+        parser.add_argument("--data-root", type=Path, help="folder of torchvision datasets")
+        parser.add_argument("--checkpoint", type=Path, help="state dict to load into the model instead of training")
+        parser.add_argument("--cache-dir", type=Path, help="artifact cache (default .resbench-cache)")
+        parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+        parser.add_argument("--report-dir", type=Path, help="where to write leaderboard and figures "
+                            "(default: the store's folder)")
+        parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Run the suite, write the reports, print the leaderboard."""
+        suite, source = suite_from_arguments(args)
+        if args.checkpoint is not None and not args.checkpoint.is_file():
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
+        settings = RunSettings(
+            store=args.store,
+            device=_device(args.device),
+            data_root=args.data_root,
+            cache_dir=args.cache_dir,
+            checkpoint=args.checkpoint,
+            progress=not args.no_progress,
+        )
+        summary = run_suite(suite, settings, source)
+        report_dir = args.report_dir or args.store.parent
+        write_reports(args.store, report_dir)
+        tables, _ = load_leaderboard(args.store)
+        print(render_markdown(tables))
+        phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.phases.items())
+        print(
+            f"{summary.cells} cells, {summary.trials_run} trials run, {summary.trials_skipped} already stored; "
+            f"{summary.seconds:.1f} s ({phases}). Store: {args.store}; reports: {report_dir}"
+        )
+        return 0
+
+
+@hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``resbench run``."""
+    register("run", RunCommand(), description="Run a benchmark suite and store every trial.")

@@ -1,0 +1,95 @@
+"""Evaluation of a model on preloaded data and the per-trial metrics.
+
+Non-finite logits are never a crash: such a sample counts as wrong and as a detected unrecoverable
+error (DUE). Rates are percentages of the evaluated samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+__all__ = [
+    "EvaluationData",
+    "TrialMetrics",
+    "load_evaluation_data",
+    "predict_logits",
+    "predictions_of",
+    "trial_metrics",
+]
+
+
+@dataclass(frozen=True)
+class EvaluationData:
+    """Evaluation images and labels, loaded once onto the device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+
+    @property
+    def size(self) -> int:
+        """Number of samples."""
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class TrialMetrics:
+    """Outcome of one evaluation under faults, in percent of samples."""
+
+    accuracy: float
+    sdc_rate: float
+    critical_sdc_rate: float
+    due_rate: float
+
+
+def load_evaluation_data(dataset: Dataset, device: torch.device, batch_size: int) -> EvaluationData:
+    """Stack a dataset of ``(image, label)`` pairs into two tensors on ``device``."""
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is not None and len(tensors) == 2:
+        images, labels = tensors
+    else:
+        pairs = [dataset[index] for index in range(len(dataset))]  # type: ignore[arg-type]
+        images = torch.stack([torch.as_tensor(image) for image, _ in pairs])
+        labels = torch.as_tensor([int(label) for _, label in pairs])
+    return EvaluationData(images.to(device, torch.float32), labels.to(device, torch.int64), batch_size)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, data: EvaluationData) -> torch.Tensor:
+    """Logits for every evaluation sample, in large batches under inference mode."""
+    outputs = [model(data.images[start : start + data.batch_size]) for start in range(0, data.size, data.batch_size)]
+    return torch.cat(outputs).float()
+
+
+def predictions_of(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted classes (``-1`` where a row has a NaN or Inf) and the mask of non-finite rows."""
+    non_finite = ~torch.isfinite(logits).all(dim=1)
+    predictions = torch.where(non_finite, torch.full_like(logits[:, 0], -1, dtype=torch.int64),
+                              logits.nan_to_num(0.0).argmax(dim=1))
+    return predictions, non_finite
+
+
+def trial_metrics(logits: torch.Tensor, labels: torch.Tensor, clean_predictions: torch.Tensor) -> TrialMetrics:
+    """Accuracy, SDC, critical SDC and DUE rates of one faulty evaluation.
+
+    * SDC: a finite prediction that differs from the fault-free prediction (silent data corruption).
+    * critical SDC: an SDC on a sample the fault-free model classified correctly, now wrong.
+    * DUE: non-finite logits (detected unrecoverable error); counted as wrong, not as SDC.
+    """
+    predictions, non_finite = predictions_of(logits)
+    clean_correct = clean_predictions == labels
+    changed = (predictions != clean_predictions) & ~non_finite
+    counts = torch.stack(
+        [
+            (predictions == labels).sum(),
+            changed.sum(),
+            (changed & clean_correct & (predictions != labels)).sum(),
+            non_finite.sum(),
+        ]
+    ).tolist()
+    scale = 100.0 / labels.shape[0]
+    return TrialMetrics(*(count * scale for count in counts))

@@ -1,0 +1,47 @@
+"""Provenance recorded with every run: versions, git revision, device, date."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resbench import __version__
+from resbench.plugins import get_registries
+
+__all__ = ["collect_provenance", "git_revision"]
+
+
+def git_revision(directory: Path | None = None) -> str | None:
+    """The checked-out commit of the git work tree holding ``directory`` (resbench's own by default)."""
+    where = directory or Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def collect_provenance(suite_name: str, suite_version: int, device: torch.device) -> dict[str, Any]:
+    """Everything a reader needs to know where a run's rows came from."""
+    plugins = {info.name: info.version for info in get_registries().plugins.values()}
+    device_name = str(device)
+    if device.type == "cuda":
+        device_name += f" ({torch.cuda.get_device_name(device)})"
+    return {
+        "suite": suite_name,
+        "suite_version": suite_version,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "resbench_version": __version__,
+        "plugins": plugins,
+        "git_revision": git_revision(),
+        "torch_version": torch.__version__,
+        "device": device_name,
+        "command": " ".join(sys.argv),
+    }

@@ -1,0 +1,95 @@
+"""Figures from the results store: accuracy against BER with CI bands, and accuracy distributions.
+
+The distribution figure follows FitAct's figure 5 (Ghavami et al.): one box per method and BER,
+showing how bimodal trial accuracy under faults is.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from resbench.report.leaderboard import GROUP_COLUMNS, LeaderboardTable, format_ber  # noqa: E402
+
+__all__ = ["plot_accuracy_curves", "plot_distributions", "write_figures"]
+
+FIGURE_SUFFIXES = (".png", ".svg")
+
+
+def _slug(table: LeaderboardTable) -> str:
+    text = "_".join((table.dataset, table.model, table.format, table.fault_model))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+
+
+def plot_accuracy_curves(table: LeaderboardTable) -> plt.Figure:
+    """Mean accuracy against BER (log axis), one line per method with its 95% CI band."""
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for index, (_, row) in enumerate(table.rows.iterrows()):
+        color = sns.color_palette("tab10")[index % 10]
+        means = [row[f"acc@{format_ber(b)}"] for b in table.bers]
+        lows = [row[f"ci_low@{format_ber(b)}"] for b in table.bers]
+        highs = [row[f"ci_high@{format_ber(b)}"] for b in table.bers]
+        lows = [mean if math.isinf(low) else low for low, mean in zip(lows, means, strict=True)]
+        highs = [mean if math.isinf(high) else high for high, mean in zip(highs, means, strict=True)]
+        axes.plot(table.bers, means, marker="o", color=color, label=str(row["method"]))
+        axes.fill_between(table.bers, lows, highs, color=color, alpha=0.2, linewidth=0)
+    axes.set_xscale("log")
+    axes.set_xlabel("bit-error rate")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title(table.title, fontsize=10)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(title="method", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_distributions(table: LeaderboardTable, trials: pd.DataFrame) -> plt.Figure:
+    """Box plots of trial accuracy per BER and method (FitAct, figure 5)."""
+    faulty = trials[trials["ber"] > 0].copy()
+    faulty["BER"] = faulty["ber"].map(format_ber)
+    order = [format_ber(ber) for ber in table.bers]
+    methods = [str(method) for method in table.rows["method"]]
+    figure, axes = plt.subplots(figsize=(max(6.4, 1.2 * len(order) * max(1, len(methods)) / 2), 4.2))
+    with warnings.catch_warnings():
+        # seaborn passes matplotlib's deprecated ``vert`` argument; not resbench's to fix.
+        warnings.filterwarnings("ignore", "vert: bool", category=DeprecationWarning)
+        sns.boxplot(data=faulty, x="BER", y="accuracy", hue="method", order=order, hue_order=methods, ax=axes,
+                    fliersize=2, linewidth=0.8)
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title(table.title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def _save(figure: plt.Figure, stem: Path) -> list[Path]:
+    written = []
+    for suffix in FIGURE_SUFFIXES:
+        path = stem.with_suffix(suffix)
+        figure.savefig(path, dpi=120, metadata={"Date": None} if suffix == ".svg" else None)
+        written.append(path)
+    plt.close(figure)
+    return written
+
+
+def write_figures(tables: list[LeaderboardTable], trials: pd.DataFrame, output: Path) -> list[Path]:
+    """Both figures for every table, as PNG and SVG under ``output``; returns the files written."""
+    output.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for table in tables:
+        key = pd.Series([table.dataset, table.model, table.format, table.fault_model], index=GROUP_COLUMNS)
+        group_trials = trials[(trials[GROUP_COLUMNS] == key).all(axis=1)]
+        written += _save(plot_accuracy_curves(table), output / f"accuracy_{_slug(table)}")
+        written += _save(plot_distributions(table, group_trials), output / f"distribution_{_slug(table)}")
+    return written

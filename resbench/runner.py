@@ -1,0 +1,365 @@
+"""``resbench run`` end to end: baselines, method preparation, deployment, campaigns, the store.
+
+Phases, for each dataset and model of the suite:
+
+1. baseline: train the model or load it from the artifact cache;
+2. prepare: apply each method (build its structure, fit it or load the fitted state from the cache);
+3. deploy: encode the fault space in each number format and record clean accuracy after encoding;
+4. campaign: for each fault model, the trial loop of :mod:`resbench.campaign` over the BER sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from resbench.cache import ArtifactCache
+from resbench.campaign import CampaignPlan, CleanReference, run_campaign, trials_needed
+from resbench.config import ComponentSpec, Suite, check_suite_names
+from resbench.datasets import DatasetSplits, load_dataset
+from resbench.evaluation import (
+    EvaluationData,
+    load_evaluation_data,
+    predict_logits,
+    predictions_of,
+    trial_metrics,
+)
+from resbench.faultspace import FaultSpace, FaultSpaceOptions
+from resbench.formats import NumberFormat, resolve_format
+from resbench.injection import Injector
+from resbench.methods import Method, PrepareContext
+from resbench.models import load_checkpoint
+from resbench.options import validate_options
+from resbench.plugins import get_registries
+from resbench.provenance import collect_provenance
+from resbench.seeds import derive_seed
+from resbench.store import CellRecord, ResultStore, TrialRow
+from resbench.training import train_or_load_baseline
+
+__all__ = ["RunSettings", "RunSummary", "run_suite"]
+
+logger = logging.getLogger(__name__)
+TIMING_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where a run reads and writes, and on which device it computes."""
+
+    store: Path
+    device: torch.device
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    checkpoint: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    run_id: int
+    cells: int = 0
+    trials_run: int = 0
+    trials_skipped: int = 0
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Deployed:
+    """A prepared model encoded in one number format, with its fault space and clean reference."""
+
+    model: nn.Module
+    injector: Injector
+    clean: CleanReference
+    stored_bits: int
+
+
+def _paired_timing(baseline: nn.Module, protected: nn.Module, data: EvaluationData) -> tuple[float, float]:
+    """Median clean-pass times of the baseline and the protected model, measured alternately.
+
+    Alternating the two passes exposes both to the same machine noise, so their ratio is fair.
+    """
+    predict_logits(baseline, data)
+    predict_logits(protected, data)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(TIMING_REPEATS):
+        for index, model in enumerate((baseline, protected)):
+            started = time.perf_counter()
+            predict_logits(model, data)
+            if data.images.is_cuda:
+                torch.cuda.synchronize(data.images.device)
+            times[index].append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+@dataclass(frozen=True)
+class _CellContext:
+    """Everything the cells of one (method, model, dataset, format) share."""
+
+    method: Method
+    method_spec: ComponentSpec
+    model_spec: ComponentSpec
+    dataset_spec: ComponentSpec
+    format_spec: ComponentSpec
+    stored_bits: int
+    baseline_bits: int
+    eval_samples: int
+    clean_eval_seconds: float
+    baseline_eval_seconds: float
+    prepare_seconds: float
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _definition(**parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+class _Runner:
+    def __init__(self, suite: Suite, settings: RunSettings) -> None:
+        self.suite = suite
+        self.settings = settings
+        self.registries = get_registries()
+        self.cache = ArtifactCache(settings.cache_dir) if settings.cache_dir else ArtifactCache()
+        self.space_options = validate_options(FaultSpaceOptions, suite.fault_space, "fault_space")
+        self.store = ResultStore(settings.store)
+        self.summary = RunSummary(run_id=0)
+        self.progress: tqdm[Any] | None = None
+        self.checkpoint_digest = _file_digest(settings.checkpoint) if settings.checkpoint else None
+
+    # -- phases -------------------------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        started = time.perf_counter()
+        provenance = collect_provenance(self.suite.name, self.suite.version, self.settings.device)
+        self.summary.run_id = self.store.start_run(provenance)
+        try:
+            for dataset_spec in self.suite.datasets:
+                splits = load_dataset(dataset_spec.name, dataset_spec.options, self.settings.data_root)
+                data = load_evaluation_data(splits.test, self.settings.device, self.suite.eval_batch_size)
+                for model_spec in self.suite.models:
+                    self._run_model(model_spec, dataset_spec, splits, data)
+            self.store.finish_run(self.summary.run_id)
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+            self.store.close()
+        self.summary.seconds = time.perf_counter() - started
+        return self.summary
+
+    def _phase(self, name: str, seconds: float) -> None:
+        self.summary.phases[name] = self.summary.phases.get(name, 0.0) + seconds
+
+    def _run_model(
+        self, model_spec: ComponentSpec, dataset_spec: ComponentSpec, splits: DatasetSplits, data: EvaluationData
+    ) -> None:
+        started = time.perf_counter()
+        baseline = self._baseline(model_spec, splits)
+        self._phase("baseline", time.perf_counter() - started)
+        for method_spec in self.suite.methods:
+            method = self._method(method_spec)
+            prepared_once: tuple[nn.Module, float] | None = None
+            for format_spec in self.suite.formats:
+                number_format = resolve_format(format_spec.name, format_spec.options)
+                if prepared_once is None or method.format_dependent:
+                    prepared_once = self._prepare(method, method_spec, model_spec, splits, baseline, format_spec)
+                prepared, prepare_seconds = prepared_once
+                started = time.perf_counter()
+                deployed = self._deploy(prepared, number_format, data)
+                self._phase("deploy", time.perf_counter() - started)
+                baseline_seconds, protected_seconds = _paired_timing(baseline, deployed.model, data)
+                context = _CellContext(
+                    method=method,
+                    method_spec=method_spec,
+                    model_spec=model_spec,
+                    dataset_spec=dataset_spec,
+                    format_spec=format_spec,
+                    stored_bits=deployed.stored_bits,
+                    baseline_bits=FaultSpace(baseline, self.space_options).total_bits(number_format),
+                    eval_samples=data.size,
+                    clean_eval_seconds=protected_seconds,
+                    baseline_eval_seconds=baseline_seconds,
+                    prepare_seconds=prepare_seconds,
+                )
+                for fault_spec in self.suite.faults:
+                    started = time.perf_counter()
+                    self._campaign(deployed, data, fault_spec, context)
+                    self._phase("campaign", time.perf_counter() - started)
+
+    def _baseline(self, model_spec: ComponentSpec, splits: DatasetSplits) -> nn.Module:
+        model = train_or_load_baseline(
+            model_spec.name,
+            model_spec.options,
+            splits,
+            seed=self.suite.seed,
+            cache=self.cache,
+            device=self.settings.device,
+            training_options=self.suite.training,
+            progress=self.settings.progress,
+        )
+        if self.settings.checkpoint is not None:
+            load_checkpoint(model, self.settings.checkpoint)
+        return model.eval()
+
+    def _method(self, spec: ComponentSpec) -> Method:
+        entry, implied = self.registries.methods.resolve(spec.name)
+        options = entry.make_options({**implied, **spec.options}, where=f"method {spec.name}")
+        method: Method = entry.item(options)
+        return method
+
+    def _prepare(
+        self,
+        method: Method,
+        method_spec: ComponentSpec,
+        model_spec: ComponentSpec,
+        splits: DatasetSplits,
+        baseline: nn.Module,
+        format_spec: ComponentSpec,
+    ) -> tuple[nn.Module, float]:
+        """Build the method's structure on a copy of the baseline; fit it, or load the fitted state."""
+        started = time.perf_counter()
+        context = PrepareContext(
+            splits=splits,
+            device=self.settings.device,
+            seed=self.suite.seed,
+            format_name=format_spec.label,
+            batch_size=self.suite.eval_batch_size,
+            progress=self.settings.progress,
+        )
+        model = method.build(copy.deepcopy(baseline), context).to(self.settings.device).eval()
+        if not method.trains:
+            return model, time.perf_counter() - started
+        key = {
+            "method": method_spec.model_dump(),
+            "model": model_spec.model_dump(),
+            "dataset": splits.key,
+            "seed": self.suite.seed,
+            "format": format_spec.model_dump() if method.format_dependent else None,
+            "training": self.suite.training,
+            "checkpoint": self.checkpoint_digest,
+        }
+
+        def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            fit_started = time.perf_counter()
+            metrics = method.fit(model, context)
+            state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+            return state, {**metrics, "prepare_seconds": time.perf_counter() - fit_started}
+
+        state, metadata, _ = self.cache.load_or_build("method", key, fit)
+        model.load_state_dict(state)
+        model.eval()
+        seconds = float(metadata.get("prepare_seconds", time.perf_counter() - started))
+        self._phase("prepare", time.perf_counter() - started)
+        return model, seconds
+
+    def _deploy(self, prepared: nn.Module, number_format: NumberFormat, data: EvaluationData) -> _Deployed:
+        model = copy.deepcopy(prepared).eval()
+        injector = Injector.deploy(model, number_format, self.space_options)
+        logits = predict_logits(model, data)
+        predictions, _ = predictions_of(logits)
+        clean = CleanReference(predictions, trial_metrics(logits, data.labels, predictions))
+        return _Deployed(model, injector, clean, injector.layout.total_bits)
+
+    # -- campaign -----------------------------------------------------------------------------------------
+
+    def _cell(self, context: _CellContext, fault_spec: ComponentSpec, ber: float) -> CellRecord:
+        method: Method = context.method
+        definition = _definition(
+            method=context.method_spec.model_dump(),
+            model=context.model_spec.model_dump(),
+            dataset=context.dataset_spec.model_dump(),
+            format=context.format_spec.model_dump(),
+            fault_model=fault_spec.model_dump(),
+            fault_space=self.space_options.model_dump(),
+            ber=ber,
+            seed=self.suite.seed,
+            training=self.suite.training,
+            checkpoint=self.checkpoint_digest,
+        )
+        entry = self.registries.methods.resolve(context.method_spec.name)[0]
+        return CellRecord(
+            cell_id=str(derive_seed(definition)),
+            method=context.method_spec.label,
+            model=context.model_spec.label,
+            dataset=context.dataset_spec.label,
+            format=context.format_spec.label,
+            fault_model=fault_spec.label,
+            ber=ber,
+            seed=self.suite.seed,
+            definition=definition,
+            method_plugin=entry.plugin,
+            citation=method.citation,
+            notes=method.notes,
+            stored_bits=context.stored_bits,
+            baseline_bits=context.baseline_bits,
+            eval_samples=context.eval_samples,
+            clean_eval_seconds=context.clean_eval_seconds,
+            baseline_eval_seconds=context.baseline_eval_seconds,
+            prepare_seconds=context.prepare_seconds,
+        )
+
+    def _trial_seed(self, context: _CellContext, fault_spec: ComponentSpec) -> Callable[[int], int]:
+        parts = (self.suite.seed, context.model_spec.label, context.dataset_spec.label,
+                 context.format_spec.label, fault_spec.label)
+        return lambda trial: derive_seed(*parts, trial)
+
+    def _campaign(
+        self, deployed: _Deployed, data: EvaluationData, fault_spec: ComponentSpec, context: _CellContext
+    ) -> None:
+        entry, implied = self.registries.faults.resolve(fault_spec.name)
+        fault_model = entry.item(entry.make_options({**implied, **fault_spec.options}, where=f"fault {fault_spec.name}"))
+        clean_cell = self._cell(context, fault_spec, 0.0)
+        cells = [self._cell(context, fault_spec, ber) for ber in self.suite.bers]
+        for cell in [clean_cell, *cells]:
+            self.store.upsert_cell(cell, self.summary.run_id)
+        metrics = deployed.clean.metrics
+        self.store.add_trials(
+            [TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, ())],
+            self.summary.run_id,
+        )
+        plan = CampaignPlan(list(self.suite.bers), [c.cell_id for c in cells], self.suite.trials,
+                            self._trial_seed(context, fault_spec))
+        self.summary.cells += len(cells) + 1
+        stored = self.store.trial_accuracies(plan.cell_ids)
+        self.summary.trials_skipped += sum(len(found) for found in stored.values())
+        if self.progress is None:
+            self.progress = tqdm(desc="trials", unit="trial", disable=not self.settings.progress, dynamic_ncols=True)
+        self.progress.set_postfix_str(f"{context.method_spec.label} {context.format_spec.label} {fault_spec.label}")
+        planned = sum(
+            max(0, self.suite.trials.trials - len(found)) for found in stored.values()
+            if trials_needed(list(found.values()), self.suite.trials)
+        )
+        self.progress.total = (self.progress.total or 0) + planned
+        self.progress.refresh()
+        self.summary.trials_run += run_campaign(
+            deployed.model, deployed.injector, fault_model, data, deployed.clean, plan,
+            self.store, self.summary.run_id, on_trial=lambda: self._advance(),
+        )
+
+    def _advance(self) -> None:
+        assert self.progress is not None
+        if self.progress.total is not None and self.progress.n >= self.progress.total:
+            self.progress.total = self.progress.n + 1
+        self.progress.update(1)
+
+
+def run_suite(suite: Suite, settings: RunSettings, source: str = "suite") -> RunSummary:
+    """Run every cell of ``suite`` that the store does not hold yet; returns what was done."""
+    check_suite_names(suite, source)
+    return _Runner(suite, settings).run()

@@ -1,0 +1,1 @@
+"""Suite files shipped with resbench (the embedded default suite)."""

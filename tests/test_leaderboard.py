@@ -1,0 +1,116 @@
+"""Leaderboard columns and output formats on a small synthetic store."""
+
+from __future__ import annotations
+
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from resbench.report.formats import render_csv, render_html, render_json, render_latex, render_markdown
+from resbench.report.leaderboard import LeaderboardTable, build_leaderboard
+from resbench.report.plots import write_figures
+from resbench.store import ResultStore
+from tests.test_store import PROVENANCE, make_cell, make_trial
+
+BERS = [1e-6, 1e-5, 1e-4]
+# method -> (clean accuracy, trial accuracies per BER)
+CURVES = {
+    "none": (99.0, {1e-6: [99.0, 98.0, 99.0], 1e-5: [90.0, 80.0, 70.0], 1e-4: [10.0, 10.0, 10.0]}),
+    "guard": (98.0, {1e-6: [98.0, 98.0, 98.0], 1e-5: [97.5, 97.0, 97.5], 1e-4: [60.0, 50.0, 40.0]}),
+}
+
+
+@pytest.fixture
+def tables(tmp_path: Path) -> tuple[list[LeaderboardTable], pd.DataFrame]:
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_id = store.start_run(PROVENANCE)
+        for method, (clean, curve) in CURVES.items():
+            bits = 3200 if method == "none" else 3264
+            seconds = 1.0 if method == "none" else 1.1
+            store.upsert_cell(make_cell(f"{method}-0", method, 0.0, stored_bits=bits, clean_eval_seconds=seconds,
+                                        prepare_seconds=2.5), run_id)
+            store.add_trials([make_trial(f"{method}-0", 0, clean, flips=0)], run_id)
+            for ber, accuracies in curve.items():
+                cell_id = f"{method}-{ber}"
+                store.upsert_cell(make_cell(cell_id, method, ber, stored_bits=bits, clean_eval_seconds=seconds,
+                                            prepare_seconds=2.5), run_id)
+                store.add_trials([make_trial(cell_id, i, a) for i, a in enumerate(accuracies)], run_id)
+        cells, trials = store.cells_frame(), store.trials_frame()
+    return build_leaderboard(cells, trials), trials
+
+
+def test_columns_and_order(tables: tuple[list[LeaderboardTable], pd.DataFrame]) -> None:
+    [table] = tables[0]
+    assert table.bers == BERS
+    rows = table.rows.set_index("method")
+    assert list(table.rows["method"]) == ["guard", "none"]  # sorted by AUC
+    assert rows.loc["none", "clean_accuracy"] == 99.0
+    assert rows.loc["none", "acc@1e-05"] == pytest.approx(80.0)
+    # t interval of [90, 80, 70]: 80 ± 4.303 * 10 / sqrt(3)
+    assert rows.loc["none", "ci_high@1e-05"] == pytest.approx(80 + 4.302653 * 10 / math.sqrt(3), abs=1e-3)
+    # AUC: trapezoid over decades -6, -5, -4 of means (98.667, 80, 10), / 2 decades / clean 99
+    expected = ((98.0 + 2 / 3 + 80.0) / 2 + (80.0 + 10.0) / 2) / 2 / 99.0
+    assert rows.loc["none", "auc"] == pytest.approx(expected)
+    assert rows.loc["none", "tolerable_ber"] == pytest.approx(1e-6)
+    assert rows.loc["guard", "tolerable_ber"] == pytest.approx(1e-5)
+    assert rows.loc["guard", "added_bits_pct"] == pytest.approx(2.0)
+    assert rows.loc["guard", "overhead_pct"] == pytest.approx(10.0)
+    assert rows.loc["guard", "prepare_s"] == 2.5
+    assert rows.loc["guard", "trials"] == 3
+
+
+def test_text_formats(tables: tuple[list[LeaderboardTable], pd.DataFrame]) -> None:
+    board = tables[0]
+    markdown = render_markdown(board)
+    assert "## d / m / fp32 / bitflip" in markdown
+    assert "| guard | 98.0 |" in markdown
+    assert "80.0 ± 24.8" in markdown
+    data = json.loads(render_json(board))
+    assert data["tables"][0]["rows"][0]["method"] == "guard"
+    csv_lines = render_csv(board).splitlines()
+    assert csv_lines[0].startswith("fault_model,format,model,dataset,method")
+    assert len(csv_lines) == 3
+    latex = render_latex(board)
+    assert "\\begin{tabular}" in latex and "$\\pm$" in latex
+
+
+class _Checker(HTMLParser):
+    """Collects tags and flags anything that would load an external resource."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.external: list[str] = []
+        self.seen: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.seen.add(tag)
+        self.external += [value or "" for name, value in attrs if name in {"src", "href"}]
+        if tag not in {"meta", "br", "img", "link"}:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}>"
+        self.stack.pop()
+
+
+def test_html_is_a_valid_self_contained_page(tables: tuple[list[LeaderboardTable], pd.DataFrame]) -> None:
+    page = render_html(tables[0])
+    assert page.startswith("<!DOCTYPE html>")
+    checker = _Checker()
+    checker.feed(page)
+    assert checker.stack == []
+    assert {"html", "head", "body", "table", "style", "title"} <= checker.seen
+    assert checker.external == [] and "<script" not in page
+
+
+def test_figures_written_as_png_and_svg(tables: tuple[list[LeaderboardTable], pd.DataFrame], tmp_path: Path) -> None:
+    written = write_figures(tables[0], tables[1], tmp_path / "figures")
+    assert sorted(path.suffix for path in written) == [".png", ".png", ".svg", ".svg"]
+    for path in written:
+        assert path.stat().st_size > 1000
+    assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

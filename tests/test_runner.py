@@ -1,0 +1,104 @@
+"""``resbench run`` end to end on tiny models and synthetic data: grid, store, rerun, determinism."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from resbench import campaign
+from resbench.config import Suite, TrialPolicy, parse_suite
+from resbench.runner import RunSettings, run_suite
+
+SUITE = {
+    "name": "tiny",
+    "datasets": [{"name": "synthetic", "train_size": 256, "test_size": 64, "separation": 3.0}],
+    "models": ["test-mlp"],
+    "methods": ["none"],
+    "formats": ["fp32", "q2.5"],
+    "faults": ["bitflip"],
+    "bers": [1e-4, 1e-3, 1e-2],
+    "trials": 4,
+    "seed": 7,
+    "training": {"epochs": 2},
+}
+
+
+def _run(tmp_path: Path, store: str = "r.sqlite", **changes: object) -> Path:
+    suite = parse_suite({**SUITE, **changes}, "test")
+    settings = RunSettings(store=tmp_path / store, device=torch.device("cpu"), cache_dir=tmp_path / "cache",
+                           progress=False)
+    run_suite(suite, settings)
+    return tmp_path / store
+
+
+def _trials(path: Path) -> pd.DataFrame:
+    with sqlite3.connect(path) as connection:
+        return pd.read_sql_query(
+            "SELECT c.format, c.ber, t.trial, t.seed, t.accuracy, t.sdc_rate, t.flips FROM trials t "
+            "JOIN cells c USING (cell_id) ORDER BY c.format, c.ber, t.trial", connection)
+
+
+def test_grid_expansion_and_rows(tmp_path: Path) -> None:
+    trials = _trials(_run(tmp_path))
+    # 2 formats x (3 BERs x 4 trials + one BER-0 row)
+    assert len(trials) == 2 * (3 * 4 + 1)
+    assert set(trials["format"]) == {"fp32", "q2.5"}
+    clean = trials[trials["ber"] == 0]
+    assert (clean["flips"] == 0).all() and (clean["sdc_rate"] == 0).all()
+    faulty = trials[trials["ber"] > 0]
+    # nested sweeps: per trial, flips never decrease with BER
+    for (_, trial), group in faulty.groupby(["format", "trial"]):
+        assert group.sort_values("ber")["flips"].is_monotonic_increasing
+    # the trial seed does not depend on the BER (one nested sample per trial)
+    assert faulty.groupby(["format", "trial"])["seed"].nunique().eq(1).all()
+
+
+def test_same_suite_and_seed_give_identical_rows(tmp_path: Path) -> None:
+    first = _trials(_run(tmp_path, "a.sqlite"))
+    second = _trials(_run(tmp_path, "b.sqlite"))
+    pd.testing.assert_frame_equal(first, second)
+    other_seed = _trials(_run(tmp_path, "c.sqlite", seed=8))
+    assert not first["seed"].equals(other_seed["seed"])
+
+
+def test_rerun_skips_stored_trials_and_completes_missing_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _run(tmp_path)
+    with sqlite3.connect(path) as connection:
+        connection.execute("DELETE FROM trials WHERE trial = 3")
+    evaluated: list[int] = []
+    original = campaign._run_trial
+
+    def counting(*args: object, **kwargs: object) -> object:
+        evaluated.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(campaign, "_run_trial", counting)
+    _run(tmp_path)
+    assert len(evaluated) == 2 * 3  # only trial 3 of each (format, BER) ran again
+    assert len(_trials(path)) == 2 * 13
+
+
+def test_adaptive_trials_stop_at_target_or_maximum() -> None:
+    policy = TrialPolicy(trials=3, max_trials=10, ci_halfwidth=1.0)
+    assert campaign.trials_needed([90.0, 90.0], policy)
+    assert not campaign.trials_needed([90.0, 90.0, 90.0], policy)  # zero spread: converged
+    assert campaign.trials_needed([90.0, 50.0, 70.0], policy)
+    assert not campaign.trials_needed([90.0, 50.0] * 5, policy)  # maximum reached
+    assert not campaign.trials_needed([1.0] * 3, TrialPolicy(trials=3))
+
+
+def test_zero_flip_trials_reuse_the_clean_result(tmp_path: Path) -> None:
+    trials = _trials(_run(tmp_path, bers=[1e-9]))
+    faulty = trials[trials["ber"] > 0]
+    clean = trials[trials["ber"] == 0].set_index("format")["accuracy"]
+    assert (faulty["flips"] == 0).all()
+    for _, row in faulty.iterrows():
+        assert row["accuracy"] == clean[row["format"]]
+
+
+def test_suite_defaults_are_valid() -> None:
+    assert Suite().trials.trials >= 1

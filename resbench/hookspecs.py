@@ -7,8 +7,9 @@ Every hook receives a ``register`` callable and calls it once per item::
 ``options`` is a :class:`resbench.options.Options` subclass (unknown fields refused); when omitted the
 item's ``Options`` attribute is used, else the item takes no options. ``description`` defaults to the
 first line of the item's docstring. ``pattern``, a regular expression with named groups, lets one entry
-answer a family of names whose groups become option values (``qM.N`` answers ``q3.4``). Names are unique within a family: a second registration of the same
-name is an error. resbench records which plugin registered each item.
+answer a family of names whose groups become option values (``qM.N`` answers ``q3.4``). Names are
+unique within a family: a second registration of the same name is an error. resbench records which
+plugin registered each item.
 
 Built-in plugins go through exactly these hooks. ``docs/plugins.md`` documents each one with an example.
 """

@@ -37,9 +37,9 @@ def format_validation_error(error: pydantic.ValidationError, where: str, model: 
     fields = getattr(model, "model_fields", {}) if model is not None else {}
     for problem in error.errors():
         location = ".".join(str(part) for part in problem["loc"])
-        message = problem["msg"]
+        message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(fields)) or "none"
+            allowed = ", ".join(sorted(fields)) or "none, this item takes no options"
             message = f"unknown option (allowed: {allowed})"
         else:
             key = str(problem["loc"][0]) if problem["loc"] else ""
@@ -49,7 +49,7 @@ def format_validation_error(error: pydantic.ValidationError, where: str, model: 
                     message += f" (allowed range: {allowed_range})"
             if "input" in problem and not isinstance(problem["input"], dict):
                 message += f", got {problem['input']!r}"
-        prefix = f"{where}.{location}" if location else where
+        prefix = f"{where}: {location}" if location else where
         lines.append(f"{prefix}: {message}")
     return "\n".join(lines)
 

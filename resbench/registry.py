@@ -83,7 +83,11 @@ class Registry(Generic[T]):
         for pattern, entry in self._patterns:
             match = pattern.fullmatch(name)
             if match:
-                implied = {key: int(value) if value.isdigit() else value for key, value in match.groupdict().items()}
+                implied = {
+                    key: int(value) if value.isdigit() else value
+                    for key, value in match.groupdict().items()
+                    if value is not None  # an optional group that did not match leaves the default
+                }
                 return entry, implied
         raise UsageError(self.unknown_name_message(name))
 
@@ -95,11 +99,11 @@ class Registry(Generic[T]):
             raise UsageError(self.unknown_name_message(name)) from None
 
     def unknown_name_message(self, name: str) -> str:
-        """``unknown format 'fp31'; did you mean 'fp32'? available: ...``."""
+        """``unknown format 'fp31' (did you mean 'fp32'?); available: fp16, fp32, ...``."""
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        available = ", ".join(sorted(self._entries)) or "none"
-        return f"unknown {self.family} {name!r}{hint} available: {available}"
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        available = ", ".join(sorted(self._entries)) or "(none registered)"
+        return f"unknown {self.family} {name!r}{hint}; available: {available}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from resbench import __version__
 from resbench.errors import ResbenchError
@@ -18,6 +20,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"resbench: error: {message}\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """An unknown command or family is answered with close matches, then what exists."""
+        if action.choices is None or value in action.choices:
+            return
+        choices = [str(choice) for choice in action.choices]
+        close = difflib.get_close_matches(str(value), choices, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(repr(choice) for choice in close)}?)" if close else ""
+        message = f"invalid choice: {value!r}{hint}; choose from {', '.join(choices)}"
+        raise argparse.ArgumentError(action, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
         )
         if args.command is None:
             parser.print_help()

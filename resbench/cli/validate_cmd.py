@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,14 @@ class ValidateCommand:
         """Validate and print a one-line summary."""
         suite = load_suite(args.suite)
         check_suite_names(suite, str(args.suite))
-        cells = (
-            len(suite.methods) * len(suite.models) * len(suite.datasets) * len(suite.formats) * len(suite.faults)
+        cells = math.prod(
+            len(components)
+            for components in (suite.methods, suite.models, suite.datasets, suite.formats, suite.faults)
         )
-        print(f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): {cells} cells x {len(suite.bers)} BERs")
+        print(
+            f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): "
+            f"{cells} cells x {len(suite.bers)} BERs"
+        )
         return 0
 
 

@@ -1,0 +1,183 @@
+"""Suites: read from YAML, validated by pydantic, and every named item checked against the registries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from resbench.config import SUITE_VERSION, ComponentSpec, Suite, TrialPolicy, check_suite_names, load_suite, parse_suite
+from resbench.errors import UsageError
+
+WriteSuite = Callable[..., Path]
+
+
+def test_defaults_form_a_complete_suite() -> None:
+    suite = Suite()
+    assert suite.version == SUITE_VERSION == 1
+    assert [spec.name for spec in suite.methods] == ["none"]
+    assert suite.bers == [1e-6, 1e-5, 1e-4]
+    assert suite.trials == TrialPolicy(trials=20)
+    assert not suite.trials.adaptive
+    assert suite.executor.name == "local"
+
+
+@pytest.mark.usefixtures("test_items")
+def test_valid_suite_file_accepted(valid_suite: Path) -> None:
+    suite = load_suite(valid_suite)
+    check_suite_names(suite, str(valid_suite))
+    assert suite.name == "tiny"
+    assert [spec.label for spec in suite.methods] == ["dummy-none", "dummy-clip[bound=2.5]"]
+    assert suite.methods[1] == ComponentSpec(name="dummy-clip", options={"bound": 2.5})
+    assert [spec.name for spec in suite.formats] == ["dummy-fp", "dummy-q3.4"]
+    assert suite.trials.trials == 5
+    assert suite.seed == 7
+
+
+def test_component_shorthands() -> None:
+    assert ComponentSpec.model_validate("fitact") == ComponentSpec(name="fitact")
+    assert ComponentSpec.model_validate({"name": "fitact", "preset": "v2"}).options == {"preset": "v2"}
+    explicit = {"name": "fitact", "options": {"preset": "v2"}}
+    assert ComponentSpec.model_validate(explicit).options == {"preset": "v2"}
+
+
+def test_bers_sorted_and_scientific_notation_accepted() -> None:
+    suite = parse_suite({"bers": ["1e-4", 1e-6, 0.00001]}, "flags")
+    assert suite.bers == [1e-6, 1e-5, 1e-4]
+
+
+def test_empty_file_gives_default_suite(write_suite: WriteSuite) -> None:
+    assert load_suite(write_suite("")) == Suite()
+
+
+def test_adaptive_trials() -> None:
+    policy = parse_suite({"trials": {"trials": 10, "max_trials": 200, "ci_halfwidth": 0.5}}, "flags").trials
+    assert policy.adaptive
+    assert (policy.trials, policy.max_trials, policy.ci_halfwidth) == (10, 200, 0.5)
+
+
+def test_malformed_yaml_names_file_and_line(write_suite: WriteSuite) -> None:
+    path = write_suite("version: 1\nmethods: [none\nseed: 3\n", name="broken.yaml")
+    with pytest.raises(UsageError) as raised:
+        load_suite(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}, line 3: malformed YAML: ")
+    assert "\n" not in message
+
+
+def test_tab_indentation_names_line(write_suite: WriteSuite) -> None:
+    path = write_suite("version: 1\nmethods:\n\t- none\n")
+    with pytest.raises(UsageError, match=rf"^{path}, line 3: malformed YAML"):
+        load_suite(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(UsageError, match=rf"^{path}: cannot read suite file: No such file"):
+        load_suite(path)
+
+
+def test_suite_must_be_a_mapping(write_suite: WriteSuite) -> None:
+    path = write_suite("- none\n- fitact\n")
+    with pytest.raises(UsageError, match=rf"^{path}: a suite must be a mapping"):
+        load_suite(path)
+
+
+def test_unknown_key_named(write_suite: WriteSuite) -> None:
+    path = write_suite("version: 1\ntrails: 5\n")
+    with pytest.raises(UsageError) as raised:
+        load_suite(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: trails: unknown option (allowed: ")
+    assert "trials" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "allowed"),
+    [
+        ("seed: -1", "seed", ">= 0 and <= 9223372036854775807"),
+        ("eval_batch_size: 0", "eval_batch_size", ">= 1 and <= 1000000"),
+        ("trials: 0", "trials.trials", "greater than or equal to 1"),
+        ("trials: {trials: 5, max_trials: 9, ci_halfwidth: 500}", "trials.ci_halfwidth", "less than or equal to 100"),
+        ("bers: [0.5, 1.5]", "bers", "each BER must lie in (0, 1), got 1.5"),
+        ("bers: [1.0e-5, 1.0e-5]", "bers", "BERs must be distinct"),
+        ("bers: []", "bers", "at least 1 item"),
+        ("methods: []", "methods", "at least 1 item"),
+        ("version: 2", "version", "Input should be 1"),
+    ],
+)
+def test_out_of_range_names_key_and_range(write_suite: WriteSuite, text: str, key: str, allowed: str) -> None:
+    path = write_suite(text + "\n")
+    with pytest.raises(UsageError) as raised:
+        load_suite(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: {key}: ")
+    assert allowed in message
+
+
+def test_inconsistent_adaptive_trials_refused() -> None:
+    with pytest.raises(UsageError, match="max_trials \\(5\\) must be at least trials \\(10\\)"):
+        parse_suite({"trials": {"trials": 10, "max_trials": 5, "ci_halfwidth": 1.0}}, "flags")
+    with pytest.raises(UsageError, match="adaptive trials need both max_trials and ci_halfwidth"):
+        parse_suite({"trials": {"trials": 10, "max_trials": 50}}, "flags")
+
+
+def test_every_problem_reported(write_suite: WriteSuite) -> None:
+    path = write_suite("seed: -1\nbogus: 1\neval_batch_size: 0\n")
+    with pytest.raises(UsageError) as raised:
+        load_suite(path)
+    assert len(str(raised.value).splitlines()) == 3
+
+
+@pytest.mark.usefixtures("test_items")
+def test_unknown_name_gets_close_matches(write_suite: WriteSuite, valid_suite: Path) -> None:
+    path = write_suite(valid_suite.read_text().replace("[dummy-flip]", "[dummy-flop]"), name="typo.yaml")
+    suite = load_suite(path)
+    with pytest.raises(UsageError) as raised:
+        check_suite_names(suite, str(path))
+    assert str(raised.value) == (
+        f"{path}: faults[0]: unknown fault model 'dummy-flop' (did you mean 'dummy-flip'?); available: dummy-flip"
+    )
+
+
+@pytest.mark.usefixtures("test_items")
+def test_unknown_option_of_named_item(write_suite: WriteSuite, valid_suite: Path) -> None:
+    path = write_suite(valid_suite.read_text().replace("bound: 2.5", "bonud: 2.5"), name="option.yaml")
+    with pytest.raises(UsageError) as raised:
+        check_suite_names(load_suite(path), str(path))
+    assert str(raised.value) == f"{path}: methods[1] (dummy-clip): bonud: unknown option (allowed: bound)"
+
+
+@pytest.mark.usefixtures("test_items")
+def test_out_of_range_option_of_named_item(write_suite: WriteSuite, valid_suite: Path) -> None:
+    path = write_suite(valid_suite.read_text().replace("bound: 2.5", "bound: 250"), name="range.yaml")
+    with pytest.raises(UsageError) as raised:
+        check_suite_names(load_suite(path), str(path))
+    message = str(raised.value)
+    assert message.startswith(f"{path}: methods[1] (dummy-clip): bound: ")
+    assert "(allowed range: > 0 and <= 100)" in message
+
+
+@pytest.mark.usefixtures("test_items")
+def test_pattern_name_out_of_range(write_suite: WriteSuite, valid_suite: Path) -> None:
+    path = write_suite(valid_suite.read_text().replace("dummy-q3.4", "dummy-q40.4"), name="pattern.yaml")
+    with pytest.raises(UsageError) as raised:
+        check_suite_names(load_suite(path), str(path))
+    message = str(raised.value)
+    assert message.startswith(f"{path}: formats[1] (dummy-q40.4): integer_bits: ")
+    assert "(allowed range: >= 0 and <= 31)" in message
+
+
+@pytest.mark.usefixtures("test_items")
+def test_all_unknown_names_reported_at_once(write_suite: WriteSuite) -> None:
+    path = write_suite(
+        "methods: [nope]\nmodels: [nada]\ndatasets: [dummy-blobs]\nformats: [dummy-fp]\nfaults: [dummy-flip]\n"
+        "executor: dummy-inline\n"
+    )
+    with pytest.raises(UsageError) as raised:
+        check_suite_names(load_suite(path), str(path))
+    lines = str(raised.value).splitlines()
+    assert lines[0].startswith(f"{path}: methods[0]: unknown method 'nope'")
+    assert lines[1].startswith(f"{path}: models[0]: unknown model 'nada'")
+    assert len(lines) == 2

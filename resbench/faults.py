@@ -86,10 +86,12 @@ class FaultSites:
         kind: SiteKind,
         ber: float,
     ) -> None:
-        order = np.argsort(elements, kind="stable")
+        if elements.size > 1 and np.any(elements[1:] < elements[:-1]):
+            order = np.argsort(elements, kind="stable")
+            elements, bits = elements[order], bits[order]
         self.layout = layout
-        self.elements = np.ascontiguousarray(elements[order], dtype=np.int64)
-        self.bits = np.ascontiguousarray(bits[order], dtype=np.int64)
+        self.elements = np.ascontiguousarray(elements, dtype=np.int64)
+        self.bits = np.ascontiguousarray(bits, dtype=np.int64)
         self.kind: SiteKind = kind
         self.ber = ber
         self.touched, self.masks = _combine(self.elements, self.bits)

@@ -10,6 +10,10 @@ and no copy. A trial then costs O(flips):
 3. only the touched elements are decoded into ``values``;
 4. :meth:`Injector.restore` applies the same XOR again (an involution) and decodes the same elements.
 
+On CPU the few sparse operations run on one intra-op thread: they are bound by memory latency, and
+waking a parallel region (any operation over 32768 elements) costs milliseconds on a shared machine,
+more than the whole injection.
+
 Stuck-at faults become XORs too: the effective mask is the stuck bits that differ from the stored code
 (``mask & ~code`` for stuck-at-1, ``mask & code`` for stuck-at-0), kept for the undo. Restoring is
 therefore bit-exact in ``codes`` and, as decoding is deterministic, in ``values``. The clean codes are
@@ -34,6 +38,20 @@ __all__ = ["Injector"]
 
 _UNSIGNED = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}
 _SIGNED = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
+
+
+@contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU operations on one intra-op thread (see the module docstring)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _single_device(space: FaultSpace) -> torch.device:
@@ -111,7 +129,7 @@ class Injector:
         if not self.format.scaled:
             return self.format.decode(codes)
         tensor = torch.searchsorted(self._ends, elements, right=True)
-        return self.format.decode(codes, self.scales[tensor])
+        return self.format.decode(codes, self.scales.index_select(0, tensor))
 
     def _write(self, elements: torch.Tensor, codes: torch.Tensor) -> None:
         self.codes.index_copy_(0, elements, codes)
@@ -129,8 +147,8 @@ class Injector:
         if sites.layout != self.layout:
             raise ResbenchError("these fault sites were sampled for another fault space layout")
         elements, masks = self._device_sites(sites)
-        with torch.no_grad():
-            current = self.codes[elements]
+        with torch.no_grad(), _one_thread(self.device):
+            current = self.codes.index_select(0, elements)
             if sites.kind == "stuck-at-1":
                 masks = masks & ~current
             elif sites.kind == "stuck-at-0":
@@ -143,8 +161,8 @@ class Injector:
         if self._applied is None:
             return
         elements, masks = self._applied
-        with torch.no_grad():
-            self._write(elements, self.codes[elements] ^ masks)
+        with torch.no_grad(), _one_thread(self.device):
+            self._write(elements, self.codes.index_select(0, elements) ^ masks)
         self._applied = None
 
     @contextmanager

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from resbench.options import NoOptions, Options
+from resbench.options import NoOptions
+from resbench.options import Options as OptionsModel
 
 if TYPE_CHECKING:
     from resbench.datasets import DatasetSplits
@@ -44,7 +45,7 @@ class PrepareContext:
 class Method(ABC):  # noqa: B024 - every step has a meaningful default; subclasses override what they need
     """A resilience method. The unprotected baseline overrides nothing."""
 
-    Options: ClassVar[type[Options]] = NoOptions
+    Options: ClassVar[type[OptionsModel]] = NoOptions
     #: Paper the method comes from, shown in leaderboards.
     citation: ClassVar[str] = ""
     #: How resbench's setting differs from the paper's, shown in leaderboards.
@@ -54,7 +55,7 @@ class Method(ABC):  # noqa: B024 - every step has a meaningful default; subclass
     #: Whether :meth:`fit` does work worth caching.
     trains: ClassVar[bool] = False
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: OptionsModel) -> None:
         self.options = options
 
     def build(self, model: nn.Module, context: PrepareContext) -> nn.Module:

@@ -11,15 +11,16 @@ Phases, for each dataset and model of the suite:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -137,7 +138,8 @@ class _Runner:
         self.settings = settings
         self.registries = get_registries()
         self.cache = ArtifactCache(settings.cache_dir) if settings.cache_dir else ArtifactCache()
-        self.space_options = validate_options(FaultSpaceOptions, suite.fault_space, "fault_space")
+        space_options = validate_options(FaultSpaceOptions, suite.fault_space, "fault_space")
+        self.space_options = cast(FaultSpaceOptions, space_options)
         self.store = ResultStore(settings.store)
         self.summary = RunSummary(run_id=0)
         self.progress: tqdm[Any] | None = None
@@ -150,11 +152,8 @@ class _Runner:
         provenance = collect_provenance(self.suite.name, self.suite.version, self.settings.device)
         self.summary.run_id = self.store.start_run(provenance)
         try:
-            for dataset_spec in self.suite.datasets:
-                splits = load_dataset(dataset_spec.name, dataset_spec.options, self.settings.data_root)
-                data = load_evaluation_data(splits.test, self.settings.device, self.suite.eval_batch_size)
-                for model_spec in self.suite.models:
-                    self._run_model(model_spec, dataset_spec, splits, data)
+            for _ in self._executor().map(self._model_jobs()):
+                continue
             self.store.finish_run(self.summary.run_id)
         finally:
             if self.progress is not None:
@@ -162,6 +161,19 @@ class _Runner:
             self.store.close()
         self.summary.seconds = time.perf_counter() - started
         return self.summary
+
+    def _executor(self) -> Any:
+        entry, implied = self.registries.executors.resolve(self.suite.executor.name)
+        options = entry.make_options({**implied, **self.suite.executor.options}, where="executor")
+        return entry.item(options)
+
+    def _model_jobs(self) -> Iterator[Callable[[], None]]:
+        """One job per (dataset, model); each dataset is loaded when its first job is due."""
+        for dataset_spec in self.suite.datasets:
+            splits = load_dataset(dataset_spec.name, dataset_spec.options, self.settings.data_root)
+            data = load_evaluation_data(splits.test, self.settings.device, self.suite.eval_batch_size)
+            for model_spec in self.suite.models:
+                yield functools.partial(self._run_model, model_spec, dataset_spec, splits, data)
 
     def _phase(self, name: str, seconds: float) -> None:
         self.summary.phases[name] = self.summary.phases.get(name, 0.0) + seconds
@@ -323,7 +335,8 @@ class _Runner:
         self, deployed: _Deployed, data: EvaluationData, fault_spec: ComponentSpec, context: _CellContext
     ) -> None:
         entry, implied = self.registries.faults.resolve(fault_spec.name)
-        fault_model = entry.item(entry.make_options({**implied, **fault_spec.options}, where=f"fault {fault_spec.name}"))
+        options = entry.make_options({**implied, **fault_spec.options}, where=f"fault {fault_spec.name}")
+        fault_model = entry.item(options)
         clean_cell = self._cell(context, fault_spec, 0.0)
         cells = [self._cell(context, fault_spec, ber) for ber in self.suite.bers]
         for cell in [clean_cell, *cells]:

@@ -178,7 +178,10 @@ class ResultStore:
         columns = ", ".join(record)
         marks = ", ".join("?" for _ in record)
         with self._transaction() as connection:
-            connection.execute(f"INSERT INTO cells ({columns}) VALUES ({marks}) ON CONFLICT (cell_id) DO NOTHING", tuple(record.values()))
+            connection.execute(
+                f"INSERT INTO cells ({columns}) VALUES ({marks}) ON CONFLICT (cell_id) DO NOTHING",
+                tuple(record.values()),
+            )
 
     def add_trials(self, rows: Sequence[TrialRow], run_id: int) -> None:
         """Write trial rows in one transaction (all or none)."""
@@ -203,7 +206,8 @@ class ResultStore:
         ]
         with self._transaction() as connection:
             connection.executemany(
-                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cell_id, trial) DO NOTHING",
+                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (cell_id, trial) DO NOTHING",
                 values,
             )
 

@@ -51,7 +51,7 @@ def test_grid_expansion_and_rows(tmp_path: Path) -> None:
     assert (clean["flips"] == 0).all() and (clean["sdc_rate"] == 0).all()
     faulty = trials[trials["ber"] > 0]
     # nested sweeps: per trial, flips never decrease with BER
-    for (_, trial), group in faulty.groupby(["format", "trial"]):
+    for _, group in faulty.groupby(["format", "trial"]):
         assert group.sort_values("ber")["flips"].is_monotonic_increasing
     # the trial seed does not depend on the BER (one nested sample per trial)
     assert faulty.groupby(["format", "trial"])["seed"].nunique().eq(1).all()

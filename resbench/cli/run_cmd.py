@@ -96,7 +96,8 @@ class RunCommand:
         parser.add_argument("--max-trials", type=int, help="adaptive: at most this many trials per cell")
         parser.add_argument("--ci-halfwidth", type=float, help="adaptive: target 95%% CI half-width (points)")
         parser.add_argument("--seed", type=int, help="base seed")
-        parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"results store (default {DEFAULT_STORE})")
+        parser.add_argument("--store", type=Path, default=DEFAULT_STORE,
+                            help=f"results store (default {DEFAULT_STORE})")
         parser.add_argument("--executor", choices=get_registries().executors.names(), help="how jobs run")
         parser.add_argument("--data-root", type=Path, help="folder of torchvision datasets")
         parser.add_argument("--checkpoint", type=Path, help="state dict to load into the model instead of training")

@@ -14,13 +14,15 @@ from resbench import __version__
 from resbench.plugins import hookimpl
 from resbench.report.leaderboard import LeaderboardTable, format_ber
 
+MISSING = "\u2013"  # an en dash marks a value that does not exist
+
 __all__ = ["display_frame", "register_report_formats", "render_csv", "render_html", "render_json", "render_latex",
            "render_markdown"]
 
 
 def _number(value: object, digits: int = 1) -> str:
     if not isinstance(value, int | float) or math.isnan(value):
-        return "–"
+        return MISSING
     return f"{value:.{digits}f}"
 
 
@@ -28,7 +30,7 @@ def _accuracy_with_ci(row: pd.Series, ber: float) -> str:
     key = format_ber(ber)
     mean, high = row[f"acc@{key}"], row[f"ci_high@{key}"]
     if math.isnan(mean):
-        return "–"
+        return MISSING
     if math.isinf(high) or math.isnan(high):
         return f"{mean:.1f}"
     return f"{mean:.1f} ± {high - mean:.1f}"
@@ -45,7 +47,7 @@ def display_frame(table: LeaderboardTable) -> pd.DataFrame:
         shown.update(
             {
                 "AUC": _number(row["auc"], 3),
-                "tolerable BER": "–" if math.isnan(tolerable) else format_ber(tolerable),
+                "tolerable BER": MISSING if math.isnan(tolerable) else format_ber(tolerable),
                 "added bits %": _number(row["added_bits_pct"], 2),
                 "overhead %": _number(row["overhead_pct"]),
                 "prepare s": _number(row["prepare_s"]),
@@ -113,7 +115,7 @@ def render_json(tables: list[LeaderboardTable]) -> str:
 
 def _latex_escape(text: str) -> str:
     for plain, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                           ("±", r"$\pm$"), ("–", "--")):
+                           ("±", r"$\pm$"), (MISSING, "--")):
         text = text.replace(plain, escaped)
     return text
 

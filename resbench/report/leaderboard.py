@@ -105,7 +105,7 @@ def _method_row(method: str, cells: pd.DataFrame, trials: pd.DataFrame, bers: li
 
 def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[LeaderboardTable]:
     """Leaderboard tables from the store's cell frame and its trial frame (trials joined with cells)."""
-    tables = []
+    tables: list[LeaderboardTable] = []
     if cells.empty:
         return tables
     for key, group_cells in cells.groupby(GROUP_COLUMNS, sort=True):

@@ -15,11 +15,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from resbench.report.leaderboard import GROUP_COLUMNS, LeaderboardTable, format_ber  # noqa: E402
+from resbench.report.leaderboard import GROUP_COLUMNS, LeaderboardTable, format_ber
 
 __all__ = ["plot_accuracy_curves", "plot_distributions", "write_figures"]
 

@@ -65,7 +65,8 @@ class Injector:
     """The deployed fault space of one model in one number format (see the module docstring).
 
     Building an injector deploys: each stored tensor is encoded once, the model then computes with
-    ``decode(encode(w))``. Move the model to its device before deploying, not after.
+    ``decode(encode(w))``. Move the model to its device before deploying, not after. The original
+    float tensors are kept (one copy of the fault space) so that :meth:`undeploy` can give them back.
     """
 
     def __init__(self, space: FaultSpace, number_format: NumberFormat) -> None:
@@ -122,6 +123,8 @@ class Injector:
         return self._applied is None and torch.equal(self.codes, self.clean_codes)
 
     def _require_clean_state(self, action: str) -> None:
+        if not self._originals:
+            raise ResbenchError(f"cannot {action}: the model was undeployed")
         if self._applied is not None:
             raise ResbenchError(f"cannot {action}: faults are injected; restore first")
 

@@ -225,6 +225,9 @@ def test_undeploy_gives_back_the_original_tensors() -> None:
     assert not torch.equal(net[0].weight, original)
     injector.undeploy()
     assert torch.equal(net[0].weight, original)
+    sites = BernoulliFaults().sample(injector.layout, [1e-2], seed=2)[0]
+    with pytest.raises(ResbenchError, match="undeployed"):
+        injector.inject(sites)
 
 
 def test_deploying_again_reproduces_the_clean_state() -> None:

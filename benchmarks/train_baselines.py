@@ -4,12 +4,13 @@ Targets (the default recipes are tuned for them): ``lenet5`` on ``mnist5k`` at l
 ``digits`` at least 95% test accuracy, each in about a minute on a 2-core CPU. Nothing is cached: every
 run trains from scratch.
 
-    python benchmarks/train_baselines.py [--seed 0] [--device cpu]
+    python benchmarks/train_baselines.py [--seed 0] [--device cpu] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -42,7 +43,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (default: torch's choice); 1 is faster on a busy machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     results = [run_case(model, dataset, target, args.seed, args.device) for model, dataset, target in CASES]
     return 0 if all(results) else 1
 

@@ -261,7 +261,8 @@ def _check_names_kept(original: nn.Module, rewritten: nn.Module) -> None:
 def rewrite_activation_call_sites(model: nn.Module, *, copy_model: bool = True) -> fx.GraphModule:
     """A ``torch.fx.GraphModule`` computing the same outputs as ``model``, with one module per call.
 
-    ``copy_model`` (default) deep-copies first, so the result shares no tensors with ``model``. A model
+    ``copy_model`` (default) deep-copies first, so the result shares no tensors with ``model``; without
+    it the result shares ``model``'s leaf modules (and so its parameters) but ``model`` is not altered. A model
     that torch.fx cannot trace raises :class:`UsageError` naming the module whose ``forward`` failed
     and why. Already rewritten models come back unchanged (or copied).
     """
@@ -291,7 +292,8 @@ def call_site_details(model: nn.Module) -> list[CallSite]:
     On a model that is not rewritten yet, this lists the names a rewrite would give (by rewriting a copy).
     Call sites whose module a method has replaced are still listed.
     """
-    rewritten = model if is_rewritten(model) else rewrite_activation_call_sites(model)
+    # Without a copy the rewrite shares only leaf modules with ``model`` and leaves ``model`` itself as it was.
+    rewritten = model if is_rewritten(model) else rewrite_activation_call_sites(model, copy_model=False)
     assert isinstance(rewritten, fx.GraphModule)
     return [node.meta[CALL_SITE_META] for node in rewritten.graph.nodes if CALL_SITE_META in node.meta]
 

@@ -136,9 +136,10 @@ def profile_activations(
     """Profile the outputs of ``sites`` (default: every activation call site, in execution order).
 
     ``data`` is a Dataset or an iterable of (images, labels) batches such as a DataLoader; ``limit`` caps
-    the number of images (the first ones). ``sites`` may name any module of a rewritten model.
+    the number of images (the first ones). ``sites`` may name any module of a rewritten model. The
+    model's parameters are moved to ``device``; its train/eval mode is restored afterwards.
     """
-    target = model if is_rewritten(model) else rewrite_activation_call_sites(model)
+    target = model if is_rewritten(model) else rewrite_activation_call_sites(model, copy_model=False)
     names = list(sites) if sites is not None else activation_call_sites(target)
     recorders = {name: _SiteRecorder(name, value_samples, seed + index) for index, name in enumerate(names)}
     handles = [target.get_submodule(name).register_forward_hook(recorder) for name, recorder in recorders.items()]

@@ -74,7 +74,9 @@ def test_test_cnn_names_every_call_pattern() -> None:
 
 def test_names_are_stable_and_listing_needs_no_rewrite() -> None:
     model = build_model("resnet20", (3, 8, 8), 10)
+    relu, modules = model.layer1[0].relu, len(list(model.modules()))
     assert activation_call_sites(model) == activation_call_sites(rewrite_activation_call_sites(model))
+    assert model.layer1[0].relu is relu and relu.inplace and len(list(model.modules())) == modules
     assert activation_call_sites(model)[:3] == ["relu", "layer1.0.relu", "layer1.0.relu_1"]
 
 

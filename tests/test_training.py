@@ -63,14 +63,16 @@ def test_training_is_deterministic_learns_and_caches(tmp_path: Path) -> None:
     assert not other_seed.cache_hit and other_seed.key["seed"] == 2
 
 
-def test_training_does_not_disturb_the_global_generator(tmp_path: Path) -> None:
+def test_training_does_not_disturb_the_global_generator(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     splits = load_dataset("synthetic", SYNTHETIC)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
     model = train_or_load_baseline("test-mlp", None, splits, seed=0, cache=ArtifactCache(tmp_path), device="cpu",
-                                   training_options={"epochs": 1}, progress=False)
+                                   training_options={"epochs": 1}, progress=True)
     assert torch.equal(torch.rand(3), expected)
+    assert "train test-mlp on synthetic" in capsys.readouterr().err
     assert isinstance(model, torch.nn.Module)
 
 

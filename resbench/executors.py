@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from resbench.options import Options
+from resbench.options import NoOptions
+from resbench.options import Options as OptionsModel
 from resbench.plugins import hookimpl
 
 __all__ = ["LocalExecutor", "register_executors"]
@@ -16,9 +17,9 @@ T = TypeVar("T")
 class LocalExecutor:
     """Run jobs in this process, in order (the default; uses the device resbench was given)."""
 
-    Options = Options
+    Options = NoOptions
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: OptionsModel) -> None:
         self.options = options
 
     def map(self, jobs: Iterable[Callable[[], T]]) -> Iterator[T]:

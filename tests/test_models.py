@@ -108,3 +108,42 @@ def test_checkpoint_with_missing_and_unexpected_keys(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UsageError, match="cannot be read"):
         load_checkpoint(build_model("test-cnn", (1, 8, 8), 10), tmp_path / "junk.pt")
+
+
+class UserNet(nn.Module):
+    """A user's own architecture."""
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(image_shape[0] * image_shape[1] * image_shape[2], 4),
+                                  nn.ReLU())
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def test_third_party_model_plugin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+    from types import ModuleType
+
+    from resbench import plugins
+    from resbench.callsites import activation_call_sites
+
+    module = ModuleType("user_models")
+
+    @plugins.hookimpl
+    def register_models(register: object) -> None:
+        register("user-net", lambda shape, classes, options: UserNet(shape, classes),  # type: ignore[operator]
+                 description="A user's network.")
+
+    module.register_models = register_models  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "user_models", module)
+    monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", (*plugins.BUILTIN_PLUGINS, "user_models"))
+    plugins.reset_registries()
+    model = build_model("user-net", (1, 3, 3), 2)
+    assert isinstance(model, UserNet) and model_training_family("user-net") == "generic"
+    assert activation_call_sites(model) == ["body.2"]
+    path = tmp_path / "user.pt"
+    torch.save(model.state_dict(), path)
+    assert isinstance(load_checkpoint(build_model("user-net", (1, 3, 3), 2), path), UserNet)

@@ -125,7 +125,7 @@ def register_datasets(register: Register) -> None:
     """Register datasets.
 
     ``item`` is a factory ``item(options, data_root) -> DatasetSplits`` giving train, validation (carved
-    from train) and test splits, the image shape and the number of classes (see :mod:`resbench.data`).
+    from train) and test splits, the image shape and the number of classes (see :mod:`resbench.datasets`).
     """
 
 

@@ -2,7 +2,7 @@
 
 Phases, for each dataset and model of the suite:
 
-1. baseline: train the model or load it from the artifact cache;
+1. baseline: train the model or load it from the artifact cache (or load the user's checkpoint);
 2. prepare: apply each method (build its structure, fit it or load the fitted state from the cache);
 3. deploy: encode the fault space in each number format and record clean accuracy after encoding;
 4. campaign: for each fault model, the trial loop of :mod:`resbench.campaign` over the BER sweep.
@@ -41,7 +41,7 @@ from resbench.faultspace import FaultSpace, FaultSpaceOptions
 from resbench.formats import NumberFormat, resolve_format
 from resbench.injection import Injector
 from resbench.methods import Method, PrepareContext
-from resbench.models import load_checkpoint
+from resbench.models import build_model, load_checkpoint
 from resbench.options import validate_options
 from resbench.plugins import get_registries
 from resbench.provenance import collect_provenance
@@ -215,6 +215,11 @@ class _Runner:
                     self._phase("campaign", time.perf_counter() - started)
 
     def _baseline(self, model_spec: ComponentSpec, splits: DatasetSplits) -> nn.Module:
+        """The user's checkpoint when given (no training), else the trained (or cached) baseline."""
+        if self.settings.checkpoint is not None:
+            model = build_model(model_spec.name, splits.image_shape, splits.num_classes, model_spec.options)
+            load_checkpoint(model, self.settings.checkpoint)
+            return model.to(self.settings.device).eval()
         model = train_or_load_baseline(
             model_spec.name,
             model_spec.options,
@@ -225,8 +230,6 @@ class _Runner:
             training_options=self.suite.training,
             progress=self.settings.progress,
         )
-        if self.settings.checkpoint is not None:
-            load_checkpoint(model, self.settings.checkpoint)
         return model.eval()
 
     def _method(self, spec: ComponentSpec) -> Method:

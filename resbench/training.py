@@ -42,9 +42,9 @@ __all__ = [
     "RECIPE_VERSION",
     "Baseline",
     "TrainingOptions",
+    "collect_logits",
     "evaluate",
     "load_or_train_baseline",
-    "predict_logits",
     "random_shift",
     "recipe_for",
     "train_model",
@@ -109,10 +109,13 @@ def recipe_for(model_name: str, overrides: dict[str, Any] | TrainingOptions | No
 # ---------------------------------------------------------------------------------------------------------
 
 
-def predict_logits(
+def collect_logits(
     model: nn.Module, data: Dataset[Any] | Batches, device: torch.device | str, batch_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) on the CPU for all of ``data``, in eval mode under ``torch.inference_mode``."""
+    """(logits, labels) on the CPU for all of ``data``, streamed in batches, in eval mode under inference mode.
+
+    For data already on the device, :func:`resbench.evaluation.predict_logits` avoids the copies.
+    """
     was_training = model.training
     model.eval()
     logits: list[torch.Tensor] = []
@@ -133,7 +136,7 @@ def evaluate(
     model: nn.Module, data: Dataset[Any] | Batches, device: torch.device | str, batch_size: int = 1024
 ) -> float:
     """Top-1 accuracy in percent; a sample with non-finite logits counts as wrong."""
-    logits, labels = predict_logits(model, data, device, batch_size)
+    logits, labels = collect_logits(model, data, device, batch_size)
     if len(labels) == 0:
         return float("nan")
     correct = (logits.argmax(dim=1) == labels) & torch.isfinite(logits).all(dim=1)

@@ -102,3 +102,25 @@ def test_zero_flip_trials_reuse_the_clean_result(tmp_path: Path) -> None:
 
 def test_suite_defaults_are_valid() -> None:
     assert Suite().trials.trials >= 1
+
+
+def test_checkpoint_replaces_training(tmp_path: Path) -> None:
+    from resbench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("test-mlp", (1, 8, 8), 10)
+    checkpoint = tmp_path / "model.pt"
+    torch.save(model.state_dict(), checkpoint)
+    suite = parse_suite({**SUITE, "formats": ["fp32"], "bers": [1e-9]}, "test")
+    settings = RunSettings(store=tmp_path / "r.sqlite", device=torch.device("cpu"), cache_dir=tmp_path / "cache",
+                           checkpoint=checkpoint, progress=False)
+    run_suite(suite, settings)
+    assert not (tmp_path / "cache").exists()  # nothing trained
+    from resbench.datasets import load_dataset
+    from resbench.training import evaluate
+
+    options = {key: value for key, value in SUITE["datasets"][0].items() if key != "name"}  # type: ignore[index,union-attr]
+    splits = load_dataset("synthetic", options)
+    expected = evaluate(model, splits.test, "cpu")
+    clean = _trials(tmp_path / "r.sqlite").query("ber == 0")["accuracy"].item()
+    assert clean == pytest.approx(expected)

@@ -13,10 +13,10 @@ from resbench.datasets import load_dataset
 from resbench.errors import UsageError
 from resbench.training import (
     TrainingOptions,
+    collect_logits,
     evaluate,
     learning_rate_factor,
     load_or_train_baseline,
-    predict_logits,
     recipe_for,
     train_or_load_baseline,
 )
@@ -79,9 +79,9 @@ def test_training_does_not_disturb_the_global_generator(tmp_path: Path,
 def test_predict_logits_and_evaluate_accept_datasets_and_loaders() -> None:
     splits = load_dataset("synthetic", SYNTHETIC)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3))
-    logits, labels = predict_logits(model, splits.test, "cpu", batch_size=7)
+    logits, labels = collect_logits(model, splits.test, "cpu", batch_size=7)
     assert logits.shape == (60, 3) and torch.equal(labels, splits.test.tensors[1])
-    loader_logits, _ = predict_logits(model, DataLoader(splits.test, batch_size=16), "cpu")
+    loader_logits, _ = collect_logits(model, DataLoader(splits.test, batch_size=16), "cpu")
     assert torch.allclose(logits, loader_logits)
     with torch.no_grad():
         model[1].bias.fill_(float("nan"))

@@ -181,3 +181,21 @@ def test_all_unknown_names_reported_at_once(write_suite: WriteSuite) -> None:
     assert lines[0].startswith(f"{path}: methods[0]: unknown method 'nope'")
     assert lines[1].startswith(f"{path}: models[0]: unknown model 'nada'")
     assert len(lines) == 2
+
+
+def test_default_suite_names_resolve_with_the_builtin_plugins() -> None:
+    """The defaults of :class:`Suite` name items the built-in plugins register."""
+    check_suite_names(Suite(), "defaults")
+
+
+SHIPPED_SUITES = sorted(
+    [
+        *(Path(__file__).resolve().parent.parent / "benchmarks").glob("*.yaml"),
+        *(Path(__file__).resolve().parent.parent / "resbench" / "suites").glob("*.yaml"),
+    ]
+)
+
+
+@pytest.mark.parametrize("path", SHIPPED_SUITES, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_shipped_suites_are_valid(path: Path) -> None:
+    check_suite_names(load_suite(path), str(path))

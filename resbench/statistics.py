@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["MeanSummary", "mean_confidence_interval", "summarize", "trapezoid_auc", "wilson_interval"]
 
@@ -44,6 +43,8 @@ def mean_confidence_interval(values: Sequence[float], level: float = 0.95) -> tu
     mean = float(sample.mean())
     if sample.size == 1:
         return mean, -math.inf, math.inf
+    from scipy import stats  # slow to import; every command but the reports can do without it
+
     standard_error = float(sample.std(ddof=1)) / math.sqrt(sample.size)
     quantile = float(stats.t.ppf((1 + level) / 2, df=sample.size - 1))
     return mean, mean - quantile * standard_error, mean + quantile * standard_error
@@ -65,6 +66,8 @@ def summarize(values: Sequence[float], level: float = 0.95) -> MeanSummary:
 
 def wilson_interval(successes: int, total: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (Wilson 1927; Agresti & Coull 1998)."""
+    from scipy import stats
+
     if total <= 0:
         return 0.0, 1.0
     z = float(stats.norm.ppf((1 + level) / 2))

@@ -7,13 +7,14 @@ import importlib.util
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resbench.errors import UsageError
 from resbench.plugins import get_registries, hookimpl
-from resbench.report.leaderboard import LeaderboardTable, build_leaderboard
-from resbench.report.plots import write_figures
 from resbench.store import DEFAULT_STORE, ResultStore
+
+if TYPE_CHECKING:
+    from resbench.report.leaderboard import LeaderboardTable
 
 __all__ = ["ExportCommand", "LeaderboardCommand", "PlotCommand", "load_leaderboard", "register_commands",
            "write_text_atomically"]
@@ -30,6 +31,8 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 def load_leaderboard(store_path: Path) -> tuple[list[LeaderboardTable], Any]:
     """Leaderboard tables and the trial frame of the store at ``store_path``."""
+    from resbench.report.leaderboard import build_leaderboard  # scipy is slow to import: only when needed
+
     with ResultStore.open_existing(store_path) as store:
         cells, trials = store.cells_frame(), store.trials_frame()
     return build_leaderboard(cells, trials), trials
@@ -70,6 +73,8 @@ class PlotCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         """Write the figures and list them."""
+        from resbench.report.plots import write_figures  # matplotlib is slow to import: only when needed
+
         tables, trials = load_leaderboard(args.store)
         for path in write_figures(tables, trials, args.output):
             print(path)

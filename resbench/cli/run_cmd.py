@@ -14,8 +14,6 @@ from resbench.config import Suite, load_suite, parse_suite
 from resbench.errors import UsageError
 from resbench.plugins import get_registries, hookimpl
 from resbench.report.formats import render_html, render_markdown
-from resbench.report.plots import write_figures
-from resbench.runner import RunSettings, run_suite
 from resbench.store import DEFAULT_STORE
 
 __all__ = ["DEFAULT_SUITE", "RunCommand", "register_commands", "suite_from_arguments"]
@@ -76,6 +74,8 @@ def _device(name: str | None) -> torch.device:
 
 def write_reports(store: Path, output: Path) -> list[Path]:
     """Leaderboard (markdown, HTML) and figures from ``store``, written under ``output``."""
+    from resbench.report.plots import write_figures  # matplotlib is slow to import: only when needed
+
     tables, trials = load_leaderboard(store)
     write_text_atomically(output / "leaderboard.md", render_markdown(tables))
     write_text_atomically(output / "leaderboard.html", render_html(tables))
@@ -109,6 +109,8 @@ class RunCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         """Run the suite, write the reports, print the leaderboard."""
+        from resbench.runner import RunSettings, run_suite
+
         suite, source = suite_from_arguments(args)
         if args.checkpoint is not None and not args.checkpoint.is_file():
             raise UsageError(f"--checkpoint {args.checkpoint}: no such file")

@@ -60,7 +60,7 @@ def test_columns_and_order(tables: tuple[list[LeaderboardTable], pd.DataFrame]) 
     assert rows.loc["guard", "added_bits_pct"] == pytest.approx(2.0)
     assert rows.loc["guard", "overhead_pct"] == pytest.approx(10.0)
     assert rows.loc["guard", "prepare_s"] == 2.5
-    assert rows.loc["guard", "trials"] == 3
+    assert rows.loc["guard", "trials_min"] == rows.loc["guard", "trials_max"] == 3
 
 
 def test_text_formats(tables: tuple[list[LeaderboardTable], pd.DataFrame]) -> None:
@@ -114,3 +114,13 @@ def test_figures_written_as_png_and_svg(tables: tuple[list[LeaderboardTable], pd
     for path in written:
         assert path.stat().st_size > 1000
     assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure_names_keep_dotted_format_names(tables: tuple[list[LeaderboardTable], pd.DataFrame],
+                                               tmp_path: Path) -> None:
+    [table] = tables[0]
+    dotted = LeaderboardTable(table.dataset, table.model, "q15.16", table.fault_model, table.bers, table.rows)
+    trials = tables[1].assign(format="q15.16")
+    names = sorted(path.name for path in write_figures([dotted], trials, tmp_path))
+    assert names[0] == "accuracy_d_m_q15.16_bitflip.png"
+    assert len(set(names)) == 4

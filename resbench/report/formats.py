@@ -26,6 +26,10 @@ def _number(value: object, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _trial_range(fewest: int, most: int) -> str:
+    return str(fewest) if fewest == most else f"{fewest}{MISSING}{most}"
+
+
 def _accuracy_with_ci(row: pd.Series, ber: float) -> str:
     key = format_ber(ber)
     mean, high = row[f"acc@{key}"], row[f"ci_high@{key}"]
@@ -51,7 +55,7 @@ def display_frame(table: LeaderboardTable) -> pd.DataFrame:
                 "added bits %": _number(row["added_bits_pct"], 2),
                 "overhead %": _number(row["overhead_pct"]),
                 "prepare s": _number(row["prepare_s"]),
-                "trials": str(int(row["trials"])),
+                "trials": _trial_range(int(row["trials_min"]), int(row["trials_max"])),
                 "citation": str(row["citation"]),
             }
         )

@@ -11,6 +11,7 @@ Columns (``results/README.md`` explains each for readers):
 * ``added_bits_pct``: stored bits the method adds to the fault space, relative to the unprotected model.
 * ``overhead_pct``: clean inference time relative to the unprotected model.
 * ``prepare_s``: time spent preparing the method (profiling, search, post-training).
+* ``trials_min``, ``trials_max``: the fewest and most trials behind any BER of the row.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def _method_row(method: str, cells: pd.DataFrame, trials: pd.DataFrame, bers: li
         100 * (float(first["clean_eval_seconds"]) / baseline_seconds - 1) if baseline_seconds > 0 else math.nan
     )
     row["prepare_s"] = float(first["prepare_seconds"])
-    row["trials"] = min(counts) if counts else 0
+    row["trials_min"] = min(counts) if counts else 0
+    row["trials_max"] = max(counts) if counts else 0
     row["citation"] = str(first["citation"])
     row["notes"] = str(first["notes"])
     return row

@@ -73,10 +73,10 @@ def plot_distributions(table: LeaderboardTable, trials: pd.DataFrame) -> plt.Fig
     return figure
 
 
-def _save(figure: plt.Figure, stem: Path) -> list[Path]:
+def _save(figure: plt.Figure, folder: Path, stem: str) -> list[Path]:
     written = []
     for suffix in FIGURE_SUFFIXES:
-        path = stem.with_suffix(suffix)
+        path = folder / f"{stem}{suffix}"  # not with_suffix: stems hold dots (q15.16)
         figure.savefig(path, dpi=120, metadata={"Date": None} if suffix == ".svg" else None)
         written.append(path)
     plt.close(figure)
@@ -90,6 +90,6 @@ def write_figures(tables: list[LeaderboardTable], trials: pd.DataFrame, output: 
     for table in tables:
         key = pd.Series([table.dataset, table.model, table.format, table.fault_model], index=GROUP_COLUMNS)
         group_trials = trials[(trials[GROUP_COLUMNS] == key).all(axis=1)]
-        written += _save(plot_accuracy_curves(table), output / f"accuracy_{_slug(table)}")
-        written += _save(plot_distributions(table, group_trials), output / f"distribution_{_slug(table)}")
+        written += _save(plot_accuracy_curves(table), output, f"accuracy_{_slug(table)}")
+        written += _save(plot_distributions(table, group_trials), output, f"distribution_{_slug(table)}")
     return written

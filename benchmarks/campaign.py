@@ -29,7 +29,7 @@ from resbench.injection import Injector
 from resbench.store import CellRecord, ResultStore
 from resbench.training import train_or_load_baseline
 
-BERS = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4]
+BERS = [1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4]
 PROVENANCE = {"suite": "benchmark", "suite_version": 1, "started": "", "resbench_version": "", "plugins": {},
               "git_revision": None, "torch_version": torch.__version__, "device": "cpu", "command": "benchmark"}
 

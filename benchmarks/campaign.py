@@ -27,7 +27,7 @@ from resbench.faults import resolve_fault_model
 from resbench.formats import resolve_format
 from resbench.injection import Injector
 from resbench.store import CellRecord, ResultStore
-from resbench.training import train_or_load_baseline
+from resbench.training import load_or_train_baseline
 
 BERS = [1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4]
 PROVENANCE = {"suite": "benchmark", "suite_version": 1, "started": "", "resbench_version": "", "plugins": {},
@@ -52,7 +52,8 @@ def main() -> None:
     trials = args.trials or (15 if args.quick else 60)
     device = torch.device("cpu")
     splits = load_dataset("mnist5k")
-    model = train_or_load_baseline("lenet5", {}, splits, seed=0, cache=ArtifactCache(), device=device, progress=False)
+    model = load_or_train_baseline("lenet5", {}, splits, seed=0, cache=ArtifactCache(), device=device,
+                                   progress=False).model
     data = load_evaluation_data(splits.test, device, 1024)
     injector = Injector.deploy(model, resolve_format("fp32"))
     logits = predict_logits(model, data)

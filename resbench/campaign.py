@@ -18,7 +18,7 @@ from torch import nn
 
 from resbench.config import TrialPolicy
 from resbench.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
-from resbench.faults import FaultModel, FaultRecord, FaultSites
+from resbench.faults import FaultModel, FaultSites
 from resbench.injection import Injector
 from resbench.statistics import summarize
 from resbench.store import ResultStore, TrialRow
@@ -57,10 +57,6 @@ def trials_needed(accuracies: list[float], policy: TrialPolicy) -> bool:
     return summarize(accuracies).halfwidth > policy.ci_halfwidth
 
 
-def _flips_per_bit(record: FaultRecord) -> tuple[int, ...]:
-    return tuple(int(count) for count in record.per_bit)
-
-
 def _run_trial(
     model: nn.Module, injector: Injector, sites: FaultSites, data: EvaluationData, clean: CleanReference
 ) -> tuple[TrialMetrics, bool]:
@@ -82,13 +78,11 @@ def _trial_rows(
 ) -> Iterator[TrialRow]:
     trial = 0
     while True:
-        pending = [
-            index
-            for index, cell_id in enumerate(plan.cell_ids)
-            if trial not in done[cell_id] and trials_needed(list(done[cell_id].values()), plan.policy)
-        ]
-        if not pending and not any(trials_needed(list(done[c].values()), plan.policy) for c in plan.cell_ids):
+        needing = [index for index, cell_id in enumerate(plan.cell_ids)
+                   if trials_needed(list(done[cell_id].values()), plan.policy)]
+        if not needing:
             return
+        pending = [index for index in needing if trial not in done[plan.cell_ids[index]]]
         if pending:
             seed = plan.trial_seed(trial)
             all_sites = fault_model.sample(injector.layout, plan.bers, seed)
@@ -97,6 +91,7 @@ def _trial_rows(
                 metrics, reused = _run_trial(model, injector, all_sites[index], data, clean)
                 cell_id = plan.cell_ids[index]
                 done[cell_id][trial] = metrics.accuracy
+                record = all_sites[index].record()
                 yield TrialRow(
                     cell_id=cell_id,
                     trial=trial,
@@ -105,10 +100,11 @@ def _trial_rows(
                     sdc_rate=metrics.sdc_rate,
                     critical_sdc_rate=metrics.critical_sdc_rate,
                     due_rate=metrics.due_rate,
-                    flips=int(all_sites[index].num_flips),
+                    flips=record.num_flips,
                     reused=reused,
                     seconds=time.perf_counter() - started,
-                    flips_per_bit=_flips_per_bit(all_sites[index].record()),
+                    flips_per_bit=tuple(record.per_bit),
+                    flips_per_tensor=record.per_tensor,
                 )
         trial += 1
 

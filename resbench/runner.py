@@ -47,7 +47,7 @@ from resbench.plugins import get_registries
 from resbench.provenance import collect_provenance
 from resbench.seeds import derive_seed
 from resbench.store import CellRecord, ResultStore, TrialRow
-from resbench.training import train_or_load_baseline
+from resbench.training import load_or_train_baseline
 
 __all__ = ["RunSettings", "RunSummary", "run_suite"]
 
@@ -220,7 +220,7 @@ class _Runner:
             model = build_model(model_spec.name, splits.image_shape, splits.num_classes, model_spec.options)
             load_checkpoint(model, self.settings.checkpoint)
             return model.to(self.settings.device).eval()
-        model = train_or_load_baseline(
+        baseline = load_or_train_baseline(
             model_spec.name,
             model_spec.options,
             splits,
@@ -230,7 +230,7 @@ class _Runner:
             training_options=self.suite.training,
             progress=self.settings.progress,
         )
-        return model.eval()
+        return baseline.model.eval()
 
     def _method(self, spec: ComponentSpec) -> Method:
         entry, implied = self.registries.methods.resolve(spec.name)
@@ -346,7 +346,7 @@ class _Runner:
             self.store.upsert_cell(cell, self.summary.run_id)
         metrics = deployed.clean.metrics
         self.store.add_trials(
-            [TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, ())],
+            [TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, (), {})],
             self.summary.run_id,
         )
         plan = CampaignPlan(list(self.suite.bers), [c.cell_id for c in cells], self.suite.trials,

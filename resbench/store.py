@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS trials (
     reused INTEGER NOT NULL,
     seconds REAL NOT NULL,
     flips_per_bit TEXT NOT NULL,
+    flips_per_tensor TEXT NOT NULL,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
     PRIMARY KEY (cell_id, trial)
 );
@@ -103,7 +104,11 @@ class CellRecord:
 
 @dataclass(frozen=True)
 class TrialRow:
-    """One trial's outcome. Rates are percentages of the evaluated samples."""
+    """One trial's outcome. Rates are percentages of the evaluated samples.
+
+    ``flips_per_bit`` counts sites by bit position (LSB = 0); ``flips_per_tensor`` by stored tensor
+    (non-zero counts only).
+    """
 
     cell_id: str
     trial: int
@@ -116,6 +121,7 @@ class TrialRow:
     reused: bool
     seconds: float
     flips_per_bit: tuple[int, ...]
+    flips_per_tensor: dict[str, int]
 
 
 class ResultStore:
@@ -200,13 +206,14 @@ class ResultStore:
                 int(row.reused),
                 row.seconds,
                 json.dumps(list(row.flips_per_bit)),
+                json.dumps(row.flips_per_tensor, sort_keys=True),
                 run_id,
             )
             for row in rows
         ]
         with self._transaction() as connection:
             connection.executemany(
-                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (cell_id, trial) DO NOTHING",
                 values,
             )

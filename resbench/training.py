@@ -48,7 +48,6 @@ __all__ = [
     "random_shift",
     "recipe_for",
     "train_model",
-    "train_or_load_baseline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -373,19 +372,3 @@ def load_or_train_baseline(
     logger.info("baseline %s on %s: validation accuracy %.2f%% (%s)", model_name, splits.name,
                 metadata.get("validation_accuracy", float("nan")), "cached" if hit else "trained")
     return Baseline(model.to(device).eval(), metadata, hit, key)
-
-
-def train_or_load_baseline(
-    model_name: str,
-    model_options: dict[str, Any] | None,
-    splits: DatasetSplits,
-    *,
-    seed: int,
-    cache: ArtifactCache,
-    device: torch.device | str,
-    training_options: dict[str, Any] | TrainingOptions | None = None,
-    progress: bool = True,
-) -> nn.Module:
-    """The trained baseline model (eval mode, on ``device``); see :func:`load_or_train_baseline`."""
-    return load_or_train_baseline(model_name, model_options, splits, seed=seed, cache=cache, device=device,
-                                  training_options=training_options, progress=progress).model

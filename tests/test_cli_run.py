@@ -60,7 +60,8 @@ def test_export_one_row_per_trial(finished_run: Path) -> None:
     assert main(["export", "--store", str(finished_run / "r.sqlite"), "--output", str(output)]) == 0
     trials = pd.read_csv(output)
     assert len(trials) == 2 * 3 + 1
-    assert {"accuracy", "sdc_rate", "critical_sdc_rate", "due_rate", "flips", "seed", "flips_per_bit"} <= set(
+    assert {"accuracy", "sdc_rate", "critical_sdc_rate", "due_rate", "flips", "seed", "flips_per_bit",
+            "flips_per_tensor"} <= set(
         trials.columns)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def _run(tmp_path: Path, store: str = "r.sqlite", **changes: object) -> Path:
 def _trials(path: Path) -> pd.DataFrame:
     with sqlite3.connect(path) as connection:
         return pd.read_sql_query(
-            "SELECT c.format, c.ber, t.trial, t.seed, t.accuracy, t.sdc_rate, t.flips FROM trials t "
+            "SELECT c.format, c.ber, t.trial, t.seed, t.accuracy, t.sdc_rate, t.flips, t.flips_per_bit, "
+            "t.flips_per_tensor FROM trials t "
             "JOIN cells c USING (cell_id) ORDER BY c.format, c.ber, t.trial", connection)
 
 
@@ -53,6 +55,12 @@ def test_grid_expansion_and_rows(tmp_path: Path) -> None:
     # nested sweeps: per trial, flips never decrease with BER
     for _, group in faulty.groupby(["format", "trial"]):
         assert group.sort_values("ber")["flips"].is_monotonic_increasing
+    # the fault record adds up: per bit position and per tensor
+    for _, row in faulty.iterrows():
+        per_bit, per_tensor = json.loads(row["flips_per_bit"]), json.loads(row["flips_per_tensor"])
+        assert sum(per_bit) == sum(per_tensor.values()) == row["flips"]
+        assert len(per_bit) == (32 if row["format"] == "fp32" else 8)
+        assert set(per_tensor) <= {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"}
     # the trial seed does not depend on the BER (one nested sample per trial)
     assert faulty.groupby(["format", "trial"])["seed"].nunique().eq(1).all()
 

@@ -35,7 +35,8 @@ def make_cell(cell_id: str, method: str = "none", ber: float = 1e-5, **overrides
 
 
 def make_trial(cell_id: str, trial: int, accuracy: float, flips: int = 1) -> TrialRow:
-    return TrialRow(cell_id, trial, trial, accuracy, 0.0, 0.0, 0.0, flips, False, 0.01, (flips,) + (0,) * 31)
+    return TrialRow(cell_id, trial, trial, accuracy, 0.0, 0.0, 0.0, flips, False, 0.01, (flips,) + (0,) * 31,
+                    {"fc.weight": flips} if flips else {})
 
 
 def test_trials_round_trip_and_rerun_sees_completed_ones(tmp_path: Path) -> None:
@@ -56,7 +57,7 @@ def test_a_failing_batch_writes_nothing(tmp_path: Path) -> None:
     with ResultStore(tmp_path / "r.sqlite") as store:
         run_id = store.start_run(PROVENANCE)
         store.upsert_cell(make_cell("a"), run_id)
-        bad = TrialRow("a", 1, 0, None, 0.0, 0.0, 0.0, 0, False, 0.0, ())  # type: ignore[arg-type]
+        bad = TrialRow("a", 1, 0, None, 0.0, 0.0, 0.0, 0, False, 0.0, (), {})  # type: ignore[arg-type]
         with pytest.raises(sqlite3.IntegrityError):
             store.add_trials([make_trial("a", 0, 90.0), bad], run_id)
         assert store.trial_accuracies(["a"]) == {"a": {}}

@@ -18,7 +18,6 @@ from resbench.training import (
     learning_rate_factor,
     load_or_train_baseline,
     recipe_for,
-    train_or_load_baseline,
 )
 
 SYNTHETIC = {"channels": 1, "height": 6, "width": 6, "num_classes": 3, "train_size": 240, "test_size": 60,
@@ -69,14 +68,14 @@ def test_training_does_not_disturb_the_global_generator(tmp_path: Path,
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    model = train_or_load_baseline("test-mlp", None, splits, seed=0, cache=ArtifactCache(tmp_path), device="cpu",
-                                   training_options={"epochs": 1}, progress=True)
+    model = load_or_train_baseline("test-mlp", None, splits, seed=0, cache=ArtifactCache(tmp_path), device="cpu",
+                                   training_options={"epochs": 1}, progress=True).model
     assert torch.equal(torch.rand(3), expected)
     assert "train test-mlp on synthetic" in capsys.readouterr().err
     assert isinstance(model, torch.nn.Module)
 
 
-def test_predict_logits_and_evaluate_accept_datasets_and_loaders() -> None:
+def test_collect_logits_and_evaluate_accept_datasets_and_loaders() -> None:
     splits = load_dataset("synthetic", SYNTHETIC)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3))
     logits, labels = collect_logits(model, splits.test, "cpu", batch_size=7)

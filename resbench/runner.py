@@ -108,14 +108,20 @@ def _paired_timing(baseline: nn.Module, protected: nn.Module, data: EvaluationDa
 
 
 @dataclass(frozen=True)
-class _CellContext:
-    """Everything the cells of one (method, model, dataset, format) share."""
+class _Group:
+    """(method, model, dataset, format): the cells that share one prepared and deployed model."""
 
-    method: Method
     method_spec: ComponentSpec
     model_spec: ComponentSpec
     dataset_spec: ComponentSpec
     format_spec: ComponentSpec
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What the runner measured once per group, recorded with each of its cells."""
+
+    method: Method
     stored_bits: int
     baseline_bits: int
     eval_samples: int
@@ -126,10 +132,6 @@ class _CellContext:
 
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _definition(**parts: Any) -> str:
-    return json.dumps(parts, sort_keys=True, default=str)
 
 
 class _Runner:
@@ -188,20 +190,19 @@ class _Runner:
             method = self._method(method_spec)
             prepared_once: tuple[nn.Module, float] | None = None
             for format_spec in self.suite.formats:
+                group = _Group(method_spec, model_spec, dataset_spec, format_spec)
+                if self._complete(group):
+                    continue
                 number_format = resolve_format(format_spec.name, format_spec.options)
                 if prepared_once is None or method.format_dependent:
-                    prepared_once = self._prepare(method, method_spec, model_spec, splits, baseline, format_spec)
+                    prepared_once = self._prepare(method, group, splits, baseline)
                 prepared, prepare_seconds = prepared_once
                 started = time.perf_counter()
                 deployed = self._deploy(prepared, number_format, data)
                 self._phase("deploy", time.perf_counter() - started)
                 baseline_seconds, protected_seconds = _paired_timing(baseline, deployed.model, data)
-                context = _CellContext(
+                measured = _Measured(
                     method=method,
-                    method_spec=method_spec,
-                    model_spec=model_spec,
-                    dataset_spec=dataset_spec,
-                    format_spec=format_spec,
                     stored_bits=deployed.stored_bits,
                     baseline_bits=FaultSpace(baseline, self.space_options).total_bits(number_format),
                     eval_samples=data.size,
@@ -211,7 +212,7 @@ class _Runner:
                 )
                 for fault_spec in self.suite.faults:
                     started = time.perf_counter()
-                    self._campaign(deployed, data, fault_spec, context)
+                    self._campaign(deployed, data, group, fault_spec, measured)
                     self._phase("campaign", time.perf_counter() - started)
 
     def _baseline(self, model_spec: ComponentSpec, splits: DatasetSplits) -> nn.Module:
@@ -239,13 +240,7 @@ class _Runner:
         return method
 
     def _prepare(
-        self,
-        method: Method,
-        method_spec: ComponentSpec,
-        model_spec: ComponentSpec,
-        splits: DatasetSplits,
-        baseline: nn.Module,
-        format_spec: ComponentSpec,
+        self, method: Method, group: _Group, splits: DatasetSplits, baseline: nn.Module
     ) -> tuple[nn.Module, float]:
         """Build the method's structure on a copy of the baseline; fit it, or load the fitted state."""
         started = time.perf_counter()
@@ -253,7 +248,7 @@ class _Runner:
             splits=splits,
             device=self.settings.device,
             seed=self.suite.seed,
-            format_name=format_spec.label,
+            format_name=group.format_spec.label,
             batch_size=self.suite.eval_batch_size,
             progress=self.settings.progress,
         )
@@ -261,11 +256,11 @@ class _Runner:
         if not method.trains:
             return model, time.perf_counter() - started
         key = {
-            "method": method_spec.model_dump(),
-            "model": model_spec.model_dump(),
+            "method": group.method_spec.model_dump(),
+            "model": group.model_spec.model_dump(),
             "dataset": splits.key,
             "seed": self.suite.seed,
-            "format": format_spec.model_dump() if method.format_dependent else None,
+            "format": group.format_spec.model_dump() if method.format_dependent else None,
             "training": self.suite.training,
             "checkpoint": self.checkpoint_digest,
         }
@@ -293,55 +288,79 @@ class _Runner:
 
     # -- campaign -----------------------------------------------------------------------------------------
 
-    def _cell(self, context: _CellContext, fault_spec: ComponentSpec, ber: float) -> CellRecord:
-        method: Method = context.method
-        definition = _definition(
-            method=context.method_spec.model_dump(),
-            model=context.model_spec.model_dump(),
-            dataset=context.dataset_spec.model_dump(),
-            format=context.format_spec.model_dump(),
-            fault_model=fault_spec.model_dump(),
-            fault_space=self.space_options.model_dump(),
-            ber=ber,
-            seed=self.suite.seed,
-            training=self.suite.training,
-            checkpoint=self.checkpoint_digest,
+    def _cell_definition(self, group: _Group, fault_spec: ComponentSpec, ber: float) -> str:
+        """Everything that determines a cell's results, as canonical JSON; its hash is the cell id."""
+        return json.dumps(
+            {
+                "method": group.method_spec.model_dump(),
+                "model": group.model_spec.model_dump(),
+                "dataset": group.dataset_spec.model_dump(),
+                "format": group.format_spec.model_dump(),
+                "fault_model": fault_spec.model_dump(),
+                "fault_space": self.space_options.model_dump(),
+                "ber": ber,
+                "seed": self.suite.seed,
+                "training": self.suite.training,
+                "checkpoint": self.checkpoint_digest,
+            },
+            sort_keys=True,
+            default=str,
         )
-        entry = self.registries.methods.resolve(context.method_spec.name)[0]
+
+    def _cell_id(self, group: _Group, fault_spec: ComponentSpec, ber: float) -> str:
+        return str(derive_seed(self._cell_definition(group, fault_spec, ber)))
+
+    def _complete(self, group: _Group) -> bool:
+        """Whether the store already holds every trial of ``group`` (a rerun then skips it whole)."""
+        faulty = [self._cell_id(group, fault, ber) for fault in self.suite.faults for ber in self.suite.bers]
+        clean = [self._cell_id(group, fault, 0.0) for fault in self.suite.faults]
+        stored = self.store.trial_accuracies([*faulty, *clean])
+        if any(not stored[cell_id] for cell_id in clean):
+            return False
+        if any(trials_needed(list(stored[cell_id].values()), self.suite.trials) for cell_id in faulty):
+            return False
+        self.summary.cells += len(faulty) + len(clean)
+        self.summary.trials_skipped += sum(len(stored[cell_id]) for cell_id in faulty)
+        return True
+
+    def _cell(self, group: _Group, fault_spec: ComponentSpec, ber: float, measured: _Measured) -> CellRecord:
+        definition = self._cell_definition(group, fault_spec, ber)
+        entry = self.registries.methods.resolve(group.method_spec.name)[0]
         return CellRecord(
             cell_id=str(derive_seed(definition)),
-            method=context.method_spec.label,
-            model=context.model_spec.label,
-            dataset=context.dataset_spec.label,
-            format=context.format_spec.label,
+            method=group.method_spec.label,
+            model=group.model_spec.label,
+            dataset=group.dataset_spec.label,
+            format=group.format_spec.label,
             fault_model=fault_spec.label,
             ber=ber,
             seed=self.suite.seed,
             definition=definition,
             method_plugin=entry.plugin,
-            citation=method.citation,
-            notes=method.notes,
-            stored_bits=context.stored_bits,
-            baseline_bits=context.baseline_bits,
-            eval_samples=context.eval_samples,
-            clean_eval_seconds=context.clean_eval_seconds,
-            baseline_eval_seconds=context.baseline_eval_seconds,
-            prepare_seconds=context.prepare_seconds,
+            citation=measured.method.citation,
+            notes=measured.method.notes,
+            stored_bits=measured.stored_bits,
+            baseline_bits=measured.baseline_bits,
+            eval_samples=measured.eval_samples,
+            clean_eval_seconds=measured.clean_eval_seconds,
+            baseline_eval_seconds=measured.baseline_eval_seconds,
+            prepare_seconds=measured.prepare_seconds,
         )
 
-    def _trial_seed(self, context: _CellContext, fault_spec: ComponentSpec) -> Callable[[int], int]:
-        parts = (self.suite.seed, context.model_spec.label, context.dataset_spec.label,
-                 context.format_spec.label, fault_spec.label)
+    def _trial_seed(self, group: _Group, fault_spec: ComponentSpec) -> Callable[[int], int]:
+        """Trial seeds from (base seed, model, dataset, format, fault model, trial): never the method."""
+        parts = (self.suite.seed, group.model_spec.label, group.dataset_spec.label, group.format_spec.label,
+                 fault_spec.label)
         return lambda trial: derive_seed(*parts, trial)
 
     def _campaign(
-        self, deployed: _Deployed, data: EvaluationData, fault_spec: ComponentSpec, context: _CellContext
+        self, deployed: _Deployed, data: EvaluationData, group: _Group, fault_spec: ComponentSpec, measured: _Measured
     ) -> None:
         entry, implied = self.registries.faults.resolve(fault_spec.name)
         options = entry.make_options({**implied, **fault_spec.options}, where=f"fault {fault_spec.name}")
         fault_model = entry.item(options)
-        clean_cell = self._cell(context, fault_spec, 0.0)
-        cells = [self._cell(context, fault_spec, ber) for ber in self.suite.bers]
+        clean_cell = self._cell(group, fault_spec, 0.0, measured)
+        cells = [self._cell(group, fault_spec, ber, measured) for ber in self.suite.bers]
         for cell in [clean_cell, *cells]:
             self.store.upsert_cell(cell, self.summary.run_id)
         metrics = deployed.clean.metrics
@@ -350,23 +369,24 @@ class _Runner:
             self.summary.run_id,
         )
         plan = CampaignPlan(list(self.suite.bers), [c.cell_id for c in cells], self.suite.trials,
-                            self._trial_seed(context, fault_spec))
+                            self._trial_seed(group, fault_spec))
         self.summary.cells += len(cells) + 1
         stored = self.store.trial_accuracies(plan.cell_ids)
         self.summary.trials_skipped += sum(len(found) for found in stored.values())
-        if self.progress is None:
-            self.progress = tqdm(desc="trials", unit="trial", disable=not self.settings.progress, dynamic_ncols=True)
-        self.progress.set_postfix_str(f"{context.method_spec.label} {context.format_spec.label} {fault_spec.label}")
-        planned = sum(
-            max(0, self.suite.trials.trials - len(found)) for found in stored.values()
-            if trials_needed(list(found.values()), self.suite.trials)
-        )
-        self.progress.total = (self.progress.total or 0) + planned
-        self.progress.refresh()
+        self._extend_progress(stored, f"{group.method_spec.label} {group.format_spec.label} {fault_spec.label}")
         self.summary.trials_run += run_campaign(
             deployed.model, deployed.injector, fault_model, data, deployed.clean, plan,
-            self.store, self.summary.run_id, on_trial=lambda: self._advance(),
+            self.store, self.summary.run_id, on_trial=self._advance,
         )
+
+    def _extend_progress(self, stored: dict[str, dict[int, float]], label: str) -> None:
+        """Add a campaign's planned trials (the minimum per cell) to the trial progress bar."""
+        if self.progress is None:
+            self.progress = tqdm(desc="trials", unit="trial", disable=not self.settings.progress, dynamic_ncols=True)
+        planned = sum(max(0, self.suite.trials.trials - len(found)) for found in stored.values())
+        self.progress.total = (self.progress.total or 0) + planned
+        self.progress.set_postfix_str(label)
+        self.progress.refresh()
 
     def _advance(self) -> None:
         assert self.progress is not None

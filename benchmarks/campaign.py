@@ -70,7 +70,7 @@ def main() -> None:
         for ber in BERS:
             before = clean_pass_seconds(model, data, 7)
             cell = CellRecord(f"cell-{ber}", "none", "lenet5", "mnist5k", "fp32", "bitflip", ber, 0, "{}", "", "", "",
-                              injector.layout.total_bits, injector.layout.total_bits, data.size, 0.0, 0.0, 0.0)
+                              injector.layout.total_bits, injector.layout.total_bits, "[]", data.size, 0.0, 0.0, 0.0)
             store.upsert_cell(cell, run_id)
             plan = CampaignPlan([ber], [cell.cell_id], TrialPolicy(trials=trials), lambda trial: trial)
             started = time.perf_counter()

@@ -124,6 +124,7 @@ class _Measured:
     method: Method
     stored_bits: int
     baseline_bits: int
+    fault_space: str
     eval_samples: int
     clean_eval_seconds: float
     baseline_eval_seconds: float
@@ -205,6 +206,7 @@ class _Runner:
                     method=method,
                     stored_bits=deployed.stored_bits,
                     baseline_bits=FaultSpace(baseline, self.space_options).total_bits(number_format),
+                    fault_space=json.dumps(deployed.injector.space.describe()),
                     eval_samples=data.size,
                     clean_eval_seconds=protected_seconds,
                     baseline_eval_seconds=baseline_seconds,
@@ -341,6 +343,7 @@ class _Runner:
             notes=measured.method.notes,
             stored_bits=measured.stored_bits,
             baseline_bits=measured.baseline_bits,
+            fault_space=measured.fault_space,
             eval_samples=measured.eval_samples,
             clean_eval_seconds=measured.clean_eval_seconds,
             baseline_eval_seconds=measured.baseline_eval_seconds,

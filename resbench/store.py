@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS cells (
     notes TEXT NOT NULL,
     stored_bits INTEGER NOT NULL,
     baseline_bits INTEGER NOT NULL,
+    fault_space TEXT NOT NULL,
     eval_samples INTEGER NOT NULL,
     clean_eval_seconds REAL NOT NULL,
     baseline_eval_seconds REAL NOT NULL,
@@ -80,7 +81,10 @@ CREATE TABLE IF NOT EXISTS trials (
 
 @dataclass(frozen=True)
 class CellRecord:
-    """What a cell is (its definition) and what is known about it before any trial."""
+    """What a cell is (its definition) and what is known about it before any trial.
+
+    ``fault_space`` lists the stored tensors faults may hit (JSON: name, kind, shape).
+    """
 
     cell_id: str
     method: str
@@ -96,6 +100,7 @@ class CellRecord:
     notes: str
     stored_bits: int
     baseline_bits: int
+    fault_space: str
     eval_samples: int
     clean_eval_seconds: float
     baseline_eval_seconds: float

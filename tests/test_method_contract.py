@@ -86,6 +86,10 @@ def test_plugin_method_runs_is_cached_and_reported(with_test_method: None, tmp_p
     # one stored fp32 bound on top of test-mlp's 64*16+16 + 16*16+16 + 16*10+10 weights and biases
     assert rows.loc["clamp-first", "added_bits_pct"] == pytest.approx(100 * 32 / (32 * 1482))
     assert rows.loc["clamp-first", "citation"] == "test method"
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        spaces = store.cells_frame().groupby("method")["fault_space"].first()
+    assert [entry["name"] for entry in json.loads(spaces["clamp-first"])][-1] == "relu.bound"
+    assert "relu.bound" not in spaces["none"]
     # common random numbers: in every trial, both methods saw the same flips in the shared tensors
     faulty = trials[trials["ber"] > 0]
     by_method = {method: group.sort_values(["ber", "trial"]) for method, group in faulty.groupby("method")}

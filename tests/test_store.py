@@ -27,7 +27,8 @@ def make_cell(cell_id: str, method: str = "none", ber: float = 1e-5, **overrides
     values: dict[str, object] = {
         "cell_id": cell_id, "method": method, "model": "m", "dataset": "d", "format": "fp32",
         "fault_model": "bitflip", "ber": ber, "seed": 0, "definition": "{}", "method_plugin": "p",
-        "citation": "c", "notes": "", "stored_bits": 3200, "baseline_bits": 3200, "eval_samples": 10,
+        "citation": "c", "notes": "", "stored_bits": 3200, "baseline_bits": 3200, "fault_space": "[]",
+        "eval_samples": 10,
         "clean_eval_seconds": 1.0, "baseline_eval_seconds": 1.0, "prepare_seconds": 0.0,
     }
     values.update(overrides)

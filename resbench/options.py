@@ -47,7 +47,8 @@ def format_validation_error(error: pydantic.ValidationError, where: str, model: 
                 allowed_range = _describe_constraints(fields[key])
                 if allowed_range:
                     message += f" (allowed range: {allowed_range})"
-            if "input" in problem and not isinstance(problem["input"], dict):
+            # A validator's own message (value_error) already says what it got.
+            if "input" in problem and problem["type"] != "value_error" and not isinstance(problem["input"], dict):
                 message += f", got {problem['input']!r}"
         prefix = f"{where}: {location}" if location else where
         lines.append(f"{prefix}: {message}")

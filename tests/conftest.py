@@ -12,6 +12,8 @@ import pydantic
 import pytest
 
 from resbench import plugins
+from resbench.faults import BernoulliFaults, FaultModelOptions
+from resbench.formats import FixedPoint, Float32
 from resbench.options import Options
 
 TEST_PLUGIN = "resbench_test_items"
@@ -42,14 +44,26 @@ class ClipOptions(Options):
     bound: float = pydantic.Field(default=1.0, gt=0, le=100, description="activation bound")
 
 
-class FloatFormat:
-    """A format used only by the tests."""
+class FloatFormat(Float32):
+    """A format used only by the tests (fp32 under another name)."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
 
 
-class FixedPointFormat:
+class FixedPointFormat(FixedPoint):
     """A fixed-point format used only by the tests."""
 
     Options = FixedPointOptions
+
+    def __init__(self, options: FixedPointOptions) -> None:
+        super().__init__(options.integer_bits, options.fraction_bits)
+
+
+class FlipFaults(BernoulliFaults):
+    """Flip test bits."""
+
+    Options = FaultModelOptions
 
 
 def _item(description: str) -> Any:
@@ -73,7 +87,7 @@ def build_test_plugin() -> ModuleType:
 
     @plugins.hookimpl
     def register_fault_models(register: Any) -> None:
-        register("dummy-flip", _item("Flip test bits."))
+        register("dummy-flip", FlipFaults)
 
     @plugins.hookimpl
     def register_methods(register: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from resbench.config import check_suite_names, load_suite
 from resbench.plugins import hookimpl
+from resbench.runner import check_fault_formats
 
 __all__ = ["ValidateCommand", "register_commands"]
 
@@ -24,6 +25,7 @@ class ValidateCommand:
         """Validate and print a one-line summary."""
         suite = load_suite(args.suite)
         check_suite_names(suite, str(args.suite))
+        check_fault_formats(suite, str(args.suite))
         cells = math.prod(
             len(components)
             for components in (suite.methods, suite.models, suite.datasets, suite.formats, suite.faults)

@@ -36,7 +36,10 @@ def _plugin_records(registries: Registries) -> list[dict[str, Any]]:
 
 
 def _format_options(entry: Entry[Any]) -> str:
-    return ", ".join(f"{option['name']}={option['default']!r}" for option in describe_options(entry.options))
+    return ", ".join(
+        f"{option['name']} (required)" if option["required"] else f"{option['name']}={option['default']!r}"
+        for option in describe_options(entry.options)
+    )
 
 
 class ListCommand:

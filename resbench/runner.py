@@ -11,6 +11,7 @@ Phases, for each dataset and model of the suite:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -120,9 +121,11 @@ class _Group:
 
 @dataclass(frozen=True)
 class _Measured:
-    """What the runner measured once per group, recorded with each of its cells."""
+    """What the runner knows once per group, recorded with each of its cells (CellRecord's last fields)."""
 
-    method: Method
+    method_plugin: str
+    citation: str
+    notes: str
     stored_bits: int
     baseline_bits: int
     fault_space: str
@@ -204,7 +207,9 @@ class _Runner:
                 self._phase("deploy", time.perf_counter() - started)
                 baseline_seconds, protected_seconds = _paired_timing(baseline, deployed.model, data)
                 measured = _Measured(
-                    method=method,
+                    method_plugin=self.registries.methods.resolve(method_spec.name)[0].plugin,
+                    citation=method.citation,
+                    notes=method.notes,
                     stored_bits=deployed.stored_bits,
                     baseline_bits=FaultSpace(baseline, self.space_options).total_bits(number_format),
                     fault_space=json.dumps(deployed.injector.space.describe()),
@@ -328,7 +333,6 @@ class _Runner:
 
     def _cell(self, group: _Group, fault_spec: ComponentSpec, ber: float, measured: _Measured) -> CellRecord:
         definition = self._cell_definition(group, fault_spec, ber)
-        entry = self.registries.methods.resolve(group.method_spec.name)[0]
         return CellRecord(
             cell_id=str(derive_seed(definition)),
             method=group.method_spec.label,
@@ -339,16 +343,7 @@ class _Runner:
             ber=ber,
             seed=self.suite.seed,
             definition=definition,
-            method_plugin=entry.plugin,
-            citation=measured.method.citation,
-            notes=measured.method.notes,
-            stored_bits=measured.stored_bits,
-            baseline_bits=measured.baseline_bits,
-            fault_space=measured.fault_space,
-            eval_samples=measured.eval_samples,
-            clean_eval_seconds=measured.clean_eval_seconds,
-            baseline_eval_seconds=measured.baseline_eval_seconds,
-            prepare_seconds=measured.prepare_seconds,
+            **dataclasses.asdict(measured),
         )
 
     def _trial_seed(self, group: _Group, fault_spec: ComponentSpec) -> Callable[[int], int]:

@@ -124,3 +124,17 @@ def test_figure_names_keep_dotted_format_names(tables: tuple[list[LeaderboardTab
     names = sorted(path.name for path in write_figures([dotted], trials, tmp_path))
     assert names[0] == "accuracy_d_m_q15.16_bitflip.png"
     assert len(set(names)) == 4
+
+
+def test_a_method_without_its_clean_row_gets_no_tolerable_ber(tmp_path: Path) -> None:
+    """Without a BER-0 row there is nothing to be within 1 point of: no tolerable BER, no AUC."""
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_id = store.start_run(PROVENANCE)
+        for ber, accuracies in CURVES["none"][1].items():
+            store.upsert_cell(make_cell(f"none-{ber}", "none", ber), run_id)
+            store.add_trials([make_trial(f"none-{ber}", i, a) for i, a in enumerate(accuracies)], run_id)
+        [table] = build_leaderboard(store.cells_frame(), store.trials_frame())
+    row = table.rows.set_index("method").loc["none"]
+    assert math.isnan(row["clean_accuracy"])
+    assert math.isnan(row["tolerable_ber"])
+    assert math.isnan(row["auc"])

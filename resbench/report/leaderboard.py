@@ -62,6 +62,8 @@ def _resilience_auc(bers: list[float], means: list[float], clean: float) -> floa
 
 def _tolerable_ber(bers: list[float], means: list[float], clean: float) -> float:
     tolerable = math.nan
+    if math.isnan(clean):
+        return tolerable
     for ber, mean in zip(bers, means, strict=True):
         if math.isnan(mean) or mean < clean - TOLERANCE_POINTS:
             break

@@ -20,7 +20,7 @@ from resbench.config import TrialPolicy
 from resbench.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
 from resbench.faults import FaultModel, FaultSites
 from resbench.injection import Injector
-from resbench.statistics import summarize
+from resbench.statistics import mean_confidence_interval
 from resbench.store import ResultStore, TrialRow
 
 __all__ = ["CampaignPlan", "CleanReference", "run_campaign", "trials_needed"]
@@ -54,7 +54,8 @@ def trials_needed(accuracies: list[float], policy: TrialPolicy) -> bool:
         return False
     if len(accuracies) >= policy.max_trials:
         return False
-    return summarize(accuracies).halfwidth > policy.ci_halfwidth
+    _, low, high = mean_confidence_interval(accuracies)
+    return (high - low) / 2 > policy.ci_halfwidth
 
 
 def _run_trial(

@@ -6,6 +6,7 @@ aggregate reports the median and the 5th percentile beside the mean.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,11 +44,17 @@ def mean_confidence_interval(values: Sequence[float], level: float = 0.95) -> tu
     mean = float(sample.mean())
     if sample.size == 1:
         return mean, -math.inf, math.inf
+    standard_error = float(sample.std(ddof=1)) / math.sqrt(sample.size)
+    quantile = _t_quantile((1 + level) / 2, sample.size - 1)
+    return mean, mean - quantile * standard_error, mean + quantile * standard_error
+
+
+@functools.lru_cache(maxsize=4096)
+def _t_quantile(probability: float, df: int) -> float:
+    """Student-t quantile, cached: the adaptive stopping rule asks for it before every trial."""
     from scipy import stats  # slow to import; every command but the reports can do without it
 
-    standard_error = float(sample.std(ddof=1)) / math.sqrt(sample.size)
-    quantile = float(stats.t.ppf((1 + level) / 2, df=sample.size - 1))
-    return mean, mean - quantile * standard_error, mean + quantile * standard_error
+    return float(stats.t.ppf(probability, df=df))
 
 
 def summarize(values: Sequence[float], level: float = 0.95) -> MeanSummary:

@@ -132,3 +132,22 @@ def test_checkpoint_replaces_training(tmp_path: Path) -> None:
     expected = evaluate(model, splits.test, "cpu")
     clean = _trials(tmp_path / "r.sqlite").query("ber == 0")["accuracy"].item()
     assert clean == pytest.approx(expected)
+
+
+def test_adaptive_stopping_computes_the_t_quantile_once_per_sample_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stopping rule runs for every cell before every trial: it must not call scipy each time."""
+    from scipy import stats
+
+    calls: list[int] = []
+    ppf = stats.t.ppf
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return ppf(*args, **kwargs)
+
+    monkeypatch.setattr(stats.t, "ppf", counting)
+    policy = TrialPolicy(trials=3, max_trials=100, ci_halfwidth=0.01)
+    accuracies = [90.0, 50.0, 70.0, 60.0, 80.0]
+    for _ in range(50):
+        assert campaign.trials_needed(accuracies, policy)
+    assert len(calls) <= 1

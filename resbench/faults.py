@@ -188,6 +188,8 @@ class FaultModel(ABC):
         chosen: set[int] = set()
         for entry in self.options.bits:
             chosen.update(self._bit_entry(entry, layout))
+        if not chosen:
+            raise UsageError(f"fault model {self.name}: bits {list(self.options.bits)} select no bit of this format")
         return np.array(sorted(chosen), dtype=np.int64)
 
     def _bit_entry(self, entry: int | str, layout: FaultSpaceLayout) -> tuple[int, ...]:

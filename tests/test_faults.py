@@ -251,3 +251,13 @@ def test_fault_models_are_registered(engine_registries: None) -> None:
         resolve_fault_model("bitflips")
     with pytest.raises(UsageError, match="unknown option"):
         resolve_fault_model("bitflip", {"ber": 1e-3})
+
+
+def test_a_bit_field_that_is_empty_in_the_format_is_a_usage_error() -> None:
+    """q0.7 has no integer bits: faults restricted to them would silently never happen."""
+    from resbench.formats import FixedPoint
+
+    q = FixedPoint(0, 7)
+    space = FaultSpaceLayout(("t0",), (1_000,), q.bits_per_element, q.bit_fields())
+    with pytest.raises(UsageError, match="no bit"):
+        BernoulliFaults(FaultModelOptions(bits=("integer",))).sample(space, [0.5], 0)

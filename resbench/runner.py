@@ -307,6 +307,8 @@ class _Runner:
                 "fault_model": fault_spec.model_dump(),
                 "fault_space": self.space_options.model_dump(),
                 "ber": ber,
+                # Sites at every BER of a trial are thinned from a sample at the sweep's largest BER.
+                "sweep_max_ber": max(self.suite.bers),
                 "seed": self.suite.seed,
                 "training": self.suite.training,
                 "checkpoint": self.checkpoint_digest,

@@ -13,6 +13,7 @@ import pytest
 from resbench.report.formats import render_csv, render_html, render_json, render_latex, render_markdown
 from resbench.report.leaderboard import LeaderboardTable, build_leaderboard
 from resbench.report.plots import write_figures
+from resbench.statistics import wilson_interval
 from resbench.store import ResultStore
 from tests.test_store import PROVENANCE, make_cell, make_trial
 
@@ -119,7 +120,8 @@ def test_figures_written_as_png_and_svg(tables: tuple[list[LeaderboardTable], pd
 def test_figure_names_keep_dotted_format_names(tables: tuple[list[LeaderboardTable], pd.DataFrame],
                                                tmp_path: Path) -> None:
     [table] = tables[0]
-    dotted = LeaderboardTable(table.dataset, table.model, "q15.16", table.fault_model, table.bers, table.rows)
+    dotted = LeaderboardTable(table.dataset, table.model, "q15.16", table.fault_model, table.bers, table.rows,
+                              table.cell_ids)
     trials = tables[1].assign(format="q15.16")
     names = sorted(path.name for path in write_figures([dotted], trials, tmp_path))
     assert names[0] == "accuracy_d_m_q15.16_bitflip.png"
@@ -138,3 +140,29 @@ def test_a_method_without_its_clean_row_gets_no_tolerable_ber(tmp_path: Path) ->
     assert math.isnan(row["clean_accuracy"])
     assert math.isnan(row["tolerable_ber"])
     assert math.isnan(row["auc"])
+
+
+def test_rates_carry_wilson_intervals(tables: tuple[list[LeaderboardTable], pd.DataFrame]) -> None:
+    [table] = tables[0]
+    row = table.rows.set_index("method").loc["none"]
+    assert row["sdc@1e-05"] == 0.0
+    assert row["due_trials@1e-05"] == 0.0
+    assert row["due_low@1e-05"] == pytest.approx(0.0, abs=1e-9)
+    assert row["due_high@1e-05"] == pytest.approx(100 * wilson_interval(0, 3)[1])
+
+
+def test_different_setups_are_never_pooled(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_id = store.start_run(PROVENANCE)
+        for seed, accuracy in ((0, 90.0), (1, 50.0)):
+            definition = json.dumps({"method": "none", "ber": 1e-5, "seed": seed})
+            clean = json.dumps({"method": "none", "ber": 0.0, "seed": seed})
+            store.upsert_cell(make_cell(f"c{seed}", ber=0.0, definition=clean), run_id)
+            store.upsert_cell(make_cell(f"f{seed}", ber=1e-5, definition=definition), run_id)
+            store.add_trials([make_trial(f"c{seed}", 0, 99.0, flips=0)], run_id)
+            store.add_trials([make_trial(f"f{seed}", i, accuracy) for i in range(3)], run_id)
+        board = build_leaderboard(store.cells_frame(), store.trials_frame())
+    assert len(board) == 2
+    assert sorted(float(table.rows.loc[0, "acc@1e-05"]) for table in board) == [50.0, 90.0]
+    assert all(" / setup " in table.title for table in board)
+    assert board[0].title != board[1].title

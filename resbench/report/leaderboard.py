@@ -12,17 +12,25 @@ Columns (``results/README.md`` explains each for readers):
 * ``overhead_pct``: clean inference time relative to the unprotected model.
 * ``prepare_s``: time spent preparing the method (profiling, search, post-training).
 * ``trials_min``, ``trials_max``: the fewest and most trials behind any BER of the row.
+* ``sdc@BER``: mean SDC rate (%); ``due_trials@BER``: share of trials (%) with at least one DUE, with
+  its 95% Wilson interval (``due_low@BER``, ``due_high@BER``).
+
+Cells are grouped by their *setup* too (everything in a cell's definition but the method and the BER:
+seed, training recipe, fault-space options, BER sweep, ...), so suites sharing a store never pool
+different setups into one row; tables with the same names but different setups name their setup.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from resbench.statistics import summarize, trapezoid_auc
+from resbench.statistics import summarize, trapezoid_auc, wilson_interval
 
 __all__ = ["TOLERANCE_POINTS", "LeaderboardTable", "build_leaderboard", "format_ber"]
 
@@ -40,11 +48,14 @@ class LeaderboardTable:
     fault_model: str
     bers: list[float]
     rows: pd.DataFrame
+    cell_ids: tuple[str, ...] = ()
+    setup: str = ""
 
     @property
     def title(self) -> str:
-        """``dataset / model / format / fault model``."""
-        return f"{self.dataset} / {self.model} / {self.format} / {self.fault_model}"
+        """``dataset / model / format / fault model``, plus ``setup X`` where names alone are ambiguous."""
+        title = f"{self.dataset} / {self.model} / {self.format} / {self.fault_model}"
+        return f"{title} / setup {self.setup}" if self.setup else title
 
 
 def format_ber(ber: float) -> str:
@@ -71,6 +82,24 @@ def _tolerable_ber(bers: list[float], means: list[float], clean: float) -> float
     return tolerable
 
 
+def _rates(trials: pd.DataFrame, key: str) -> dict[str, float]:
+    """Mean SDC rate, and the share of trials with a DUE with its Wilson interval, in percent."""
+    with_due = int((trials["due_rate"] > 0).sum())
+    low, high = wilson_interval(with_due, len(trials))
+    return {
+        f"sdc@{key}": float(trials["sdc_rate"].mean()),
+        f"due_trials@{key}": 100 * with_due / len(trials),
+        f"due_low@{key}": 100 * low,
+        f"due_high@{key}": 100 * high,
+    }
+
+
+def _setup_of(definition: str) -> str:
+    """A short id of everything in a cell's definition but the method and the BER."""
+    setup = {key: value for key, value in json.loads(definition).items() if key not in ("method", "ber")}
+    return hashlib.blake2b(json.dumps(setup, sort_keys=True).encode(), digest_size=3).hexdigest()
+
+
 def _method_row(method: str, cells: pd.DataFrame, trials: pd.DataFrame, bers: list[float]) -> dict[str, object]:
     first = cells.iloc[0]
     clean_trials = trials[trials["ber"] == 0]["accuracy"]
@@ -87,9 +116,10 @@ def _method_row(method: str, cells: pd.DataFrame, trials: pd.DataFrame, bers: li
             row[f"acc@{format_ber(ber)}"] = summary.mean
             row[f"ci_low@{format_ber(ber)}"] = summary.ci_low
             row[f"ci_high@{format_ber(ber)}"] = summary.ci_high
+            row.update(_rates(trials[np.isclose(trials["ber"], ber, rtol=1e-9, atol=0)], format_ber(ber)))
         else:
             means.append(math.nan)
-            for prefix in ("acc", "ci_low", "ci_high"):
+            for prefix in ("acc", "ci_low", "ci_high", "sdc", "due_trials", "due_low", "due_high"):
                 row[f"{prefix}@{format_ber(ber)}"] = math.nan
     baseline_bits = int(first["baseline_bits"])
     row["auc"] = _resilience_auc(bers, means, clean)
@@ -112,14 +142,18 @@ def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[Leaderb
     tables: list[LeaderboardTable] = []
     if cells.empty:
         return tables
-    for key, group_cells in cells.groupby(GROUP_COLUMNS, sort=True):
-        dataset, model, number_format, fault_model = (str(part) for part in key)
+    cells = cells.assign(setup=cells["definition"].map(_setup_of))
+    setups_per_name = cells.groupby(GROUP_COLUMNS)["setup"].nunique()
+    for key, group_cells in cells.groupby([*GROUP_COLUMNS, "setup"], sort=True):
+        dataset, model, number_format, fault_model, setup = (str(part) for part in key)
         bers = sorted(float(ber) for ber in group_cells["ber"].unique() if ber > 0)
-        group_trials = trials[(trials[GROUP_COLUMNS] == pd.Series(key, index=GROUP_COLUMNS)).all(axis=1)]
+        group_trials = trials[trials["cell_id"].isin(group_cells["cell_id"])]
         rows = [
             _method_row(str(method), method_cells, group_trials[group_trials["method"] == method], bers)
             for method, method_cells in group_cells.groupby("method", sort=True)
         ]
         frame = pd.DataFrame(rows).sort_values("auc", ascending=False, na_position="last", kind="stable")
-        tables.append(LeaderboardTable(dataset, model, number_format, fault_model, bers, frame.reset_index(drop=True)))
+        shown_setup = setup if setups_per_name[tuple(key[:4])] > 1 else ""
+        tables.append(LeaderboardTable(dataset, model, number_format, fault_model, bers,
+                                       frame.reset_index(drop=True), tuple(group_cells["cell_id"]), shown_setup))
     return tables

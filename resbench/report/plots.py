@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from resbench.report.leaderboard import GROUP_COLUMNS, LeaderboardTable, format_ber
+from resbench.report.leaderboard import LeaderboardTable, format_ber
 
 __all__ = ["plot_accuracy_curves", "plot_distributions", "write_figures"]
 
@@ -27,7 +27,8 @@ FIGURE_SUFFIXES = (".png", ".svg")
 
 
 def _slug(table: LeaderboardTable) -> str:
-    text = "_".join((table.dataset, table.model, table.format, table.fault_model))
+    parts = (table.dataset, table.model, table.format, table.fault_model, *([table.setup] if table.setup else []))
+    text = "_".join(parts)
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
 
 
@@ -88,8 +89,7 @@ def write_figures(tables: list[LeaderboardTable], trials: pd.DataFrame, output: 
     output.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for table in tables:
-        key = pd.Series([table.dataset, table.model, table.format, table.fault_model], index=GROUP_COLUMNS)
-        group_trials = trials[(trials[GROUP_COLUMNS] == key).all(axis=1)]
+        group_trials = trials[trials["cell_id"].isin(table.cell_ids)]
         written += _save(plot_accuracy_curves(table), output, f"accuracy_{_slug(table)}")
         written += _save(plot_distributions(table, group_trials), output, f"distribution_{_slug(table)}")
     return written

@@ -143,6 +143,8 @@ def load_suite(path: Path) -> Suite:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise UsageError(f"{path}: cannot read suite file: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: cannot read suite file: not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -162,6 +164,27 @@ _FAMILY_OF_FIELD = {
 }
 
 
+def _settings_problems(suite: Suite, source: str) -> list[str]:
+    """Problems with ``fault_space`` and ``training``, found before any work rather than mid-run."""
+    from resbench.faultspace import FaultSpaceOptions
+    from resbench.options import validate_options
+    from resbench.training import TrainingOptions
+
+    # Every training option has a default (a model family's recipe only changes defaults), so the
+    # overrides are valid alone exactly when they are valid for every model.
+    settings: list[tuple[str, type[Any], dict[str, Any]]] = [
+        ("fault_space", FaultSpaceOptions, suite.fault_space),
+        ("training", TrainingOptions, suite.training),
+    ]
+    problems = []
+    for key, model, options in settings:
+        try:
+            validate_options(model, options, f"{source}: {key}")
+        except UsageError as error:
+            problems.append(str(error))
+    return problems
+
+
 def check_suite_names(suite: Suite, source: str) -> None:
     """Check that every named item exists and that its options are valid; all problems in one error."""
     from resbench.plugins import get_registries
@@ -174,6 +197,7 @@ def check_suite_names(suite: Suite, source: str) -> None:
         for index, spec in enumerate(getattr(suite, field))
     ]
     specs.append(("executor", suite.executor))
+    problems += _settings_problems(suite, source)
     for where, spec in specs:
         family = where.split("[")[0]
         registry = getattr(registries, "executors" if family == "executor" else _FAMILY_OF_FIELD[family])

@@ -78,6 +78,13 @@ def test_missing_file(tmp_path: Path) -> None:
         load_suite(path)
 
 
+def test_binary_file_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(UsageError, match=rf"^{path}: cannot read suite file: not UTF-8 text"):
+        load_suite(path)
+
+
 def test_suite_must_be_a_mapping(write_suite: WriteSuite) -> None:
     path = write_suite("- none\n- fitact\n")
     with pytest.raises(UsageError, match=rf"^{path}: a suite must be a mapping"):
@@ -181,6 +188,18 @@ def test_all_unknown_names_reported_at_once(write_suite: WriteSuite) -> None:
     assert lines[0].startswith(f"{path}: methods[0]: unknown method 'nope'")
     assert lines[1].startswith(f"{path}: models[0]: unknown model 'nada'")
     assert len(lines) == 2
+
+
+def test_training_and_fault_space_options_checked_before_any_work(write_suite: WriteSuite) -> None:
+    """Misspelt or out-of-range training and fault-space options are found by ``validate``, not mid-run."""
+    path = write_suite("training: {epochz: 3, lr: 50}\nfault_space: {bogus: 1}\n")
+    with pytest.raises(UsageError) as raised:
+        check_suite_names(load_suite(path), str(path))
+    lines = str(raised.value).splitlines()
+    assert lines[0].startswith(f"{path}: fault_space: bogus: unknown option")
+    assert any(line.startswith(f"{path}: training: epochz: unknown option") for line in lines)
+    assert any(line.startswith(f"{path}: training: lr:") and "<= 10.0" in line for line in lines)
+    assert len(lines) == 3
 
 
 def test_default_suite_names_resolve_with_the_builtin_plugins() -> None:

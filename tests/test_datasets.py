@@ -99,6 +99,32 @@ def test_imagefolder_reads_class_folders(tmp_path: Path) -> None:
     assert images.shape == (4, 3, 8, 8) and labels.dtype == torch.int64
 
 
+def _image_folders(root: Path, classes: dict[str, list[str]]) -> None:
+    from PIL import Image
+
+    for part, labels in classes.items():
+        (root / part).mkdir(parents=True, exist_ok=True)
+        for label in labels:
+            (root / part / label).mkdir()
+            for index in range(3):
+                Image.new("RGB", (12, 12), (index * 40, 0, 0)).save(root / part / label / f"{index}.png")
+
+
+def test_imagefolder_without_class_folders_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(UsageError, match="one sub-folder of images per class") as raised:
+        load_dataset("imagefolder", {"image_size": 8}, tmp_path)
+    assert "\n" not in str(raised.value)
+
+
+def test_imagefolder_test_classes_must_match_training_classes(tmp_path: Path) -> None:
+    """Labels are indices into the sorted class folders: a missing test class would shift every label."""
+    _image_folders(tmp_path, {"train": ["ant", "bee", "cat"], "val": ["bee", "cat"]})
+    with pytest.raises(UsageError, match=r"class folders of val \(bee, cat\) differ from those of train"):
+        load_dataset("imagefolder", {"image_size": 8}, tmp_path)
+
+
 def test_bad_options_are_usage_errors() -> None:
     with pytest.raises(UsageError, match="test_limit"):
         load_dataset("digits", {"test_limit": 0})

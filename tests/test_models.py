@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,8 @@ def test_model_options_are_validated() -> None:
     with pytest.raises(UsageError, match="did you mean"):
         build_model("lenet6", (1, 28, 28), 10)
     assert build_model("mlp", (1, 4, 4), 3, {"hidden": [5]}).layers[1].out_features == 5
+    with pytest.raises(UsageError, match=r"hidden\.0: Input should be greater than or equal to 1"):
+        build_model("mlp", (1, 4, 4), 3, {"hidden": [-3]})
 
 
 def test_too_small_images_are_a_usage_error() -> None:
@@ -106,8 +109,11 @@ def test_checkpoint_with_missing_and_unexpected_keys(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         load_checkpoint(build_model("test-cnn", (1, 8, 8), 10), tmp_path / "absent.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UsageError, match="cannot be read"):
-        load_checkpoint(build_model("test-cnn", (1, 8, 8), 10), tmp_path / "junk.pt")
+    for junk in (b"not a checkpoint", pickle.dumps({"model": print}, protocol=2)):  # a pickle torch refuses
+        (tmp_path / "junk.pt").write_bytes(junk)
+        with pytest.raises(UsageError, match="cannot be read") as raised:
+            load_checkpoint(build_model("test-cnn", (1, 8, 8), 10), tmp_path / "junk.pt")
+        assert "\n" not in str(raised.value)
 
 
 class UserNet(nn.Module):

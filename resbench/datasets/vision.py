@@ -154,7 +154,11 @@ def _folder(root: Path, options: ImageFolderOptions, train: bool, augment: bool)
         raise UsageError(
             f"dataset 'imagefolder' needs {folder} with one sub-folder of images per class"
         )
-    return datasets.ImageFolder(str(folder), transform=transforms.Compose(steps))
+    try:
+        return datasets.ImageFolder(str(folder), transform=transforms.Compose(steps))
+    except (FileNotFoundError, OSError) as error:  # no class folders, or a class folder without images
+        raise UsageError(f"dataset 'imagefolder' needs {folder} with one sub-folder of images per class ({error})"
+                         ) from None
 
 
 def imagefolder(options: ImageFolderOptions, data_root: Path | None = None) -> DatasetSplits:
@@ -166,7 +170,14 @@ def imagefolder(options: ImageFolderOptions, data_root: Path | None = None) -> D
     plain = _folder(Path(data_root), options, True, False)
     augmented = _folder(Path(data_root), options, True, options.augment)
     train, validation = _carve(plain, augmented, _labels(plain), options)
-    test = limit_test(_folder(Path(data_root), options, False, False), options.test_limit)
+    test_folder = _folder(Path(data_root), options, False, False)
+    if test_folder.classes != plain.classes:  # labels are class indices in sorted order: they must agree
+        raise UsageError(
+            f"dataset 'imagefolder': the class folders of {options.test_dir} "
+            f"({', '.join(test_folder.classes)}) differ from those of {options.train_dir} "
+            f"({', '.join(plain.classes)})"
+        )
+    test = limit_test(test_folder, options.test_limit)
     key = {"name": "imagefolder", "root": str(Path(data_root).resolve()),
            "options": options.model_dump(mode="json", exclude={"test_limit"})}
     shape = (3, options.image_size, options.image_size)

@@ -21,13 +21,22 @@ def _names(keys: list[str]) -> str:
     return shown + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
 
 
+def _load_problem(error: Exception) -> str:
+    """One line saying why ``torch.load`` failed (its own messages span lines and carry colour codes)."""
+    if "Weights only load failed" in str(error):
+        return "it holds Python objects, not only tensors (save model.state_dict(), not the model)"
+    first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    detail = f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+    return f"not a file written by torch.save ({detail})"
+
+
 def _read_state_dict(path: Path) -> Mapping[str, Any]:
     if not path.is_file():
         raise UsageError(f"checkpoint {path} does not exist")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UsageError(f"checkpoint {path} cannot be read as a torch state dict: {error}") from None
+        raise UsageError(f"checkpoint {path} cannot be read as a torch state dict: {_load_problem(error)}") from None
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(key, str) for key in loaded):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 from pydantic import Field
 from torch import Tensor, nn
@@ -16,7 +17,9 @@ __all__ = ["MLP", "AlexNetCifar", "LeNet5", "MLPOptions", "alexnet_cifar", "lene
 class MLPOptions(Options):
     """Options of ``mlp``."""
 
-    hidden: tuple[int, ...] = Field(default=(256, 128), description="width of each hidden layer")
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        default=(256, 128), description="width of each hidden layer"
+    )
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout after each hidden layer")
 
 

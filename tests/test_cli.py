@@ -198,6 +198,19 @@ def test_plugin_load_error_is_exit_1_without_traceback(
     assert "Traceback" not in err
 
 
+def test_file_system_failure_while_running_is_exit_1_without_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resbench.cli.list_cmd import ListCommand
+
+    def full_disk(self: ListCommand, args: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ListCommand, "run", full_disk)
+    status, out, err = run(capsys, "list")
+    assert (status, out, err) == (1, "", "resbench: error: [Errno 28] No space left on device\n")
+
+
 def _console_script() -> Path:
     name = "resbench.exe" if sys.platform == "win32" else "resbench"
     for folder in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -96,3 +97,56 @@ def test_bad_input_exits_2_with_one_line(
     assert message in error
     assert "Traceback" not in error
     assert not (tmp_path / "r.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["leaderboard", "--output", "{folder}"], "is a folder; name a file"),
+        (["export", "--output", "{folder}"], "is a folder; name a file"),
+        (["leaderboard", "--output", "{file}/board.md"], "is a file, not a folder"),
+        (["plot", "--output", "{file}"], "is a file, not a folder"),
+        (["plot", "--output", "{file}/figures"], "cannot be created"),
+    ],
+)
+def test_unusable_output_path_exits_2_and_writes_nothing(
+    arguments: list[str], message: str, finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("mine\n", encoding="utf-8")
+    paths = {"folder": tmp_path / "folder", "file": tmp_path / "file"}
+    argv = [argument.format(**paths) for argument in arguments]
+    assert main([*argv, "--store", str(finished_run / "r.sqlite")]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1 and "Traceback" not in error
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file", "folder"]
+    assert not any((tmp_path / "folder").iterdir())
+
+
+@pytest.mark.parametrize("flag", ["--store", "--report-dir", "--cache-dir"])
+def test_run_with_an_output_folder_on_a_file_exits_2_before_any_work(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE, encoding="utf-8")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("", encoding="utf-8")
+    paths = {"--store": blocker / "r.sqlite", "--report-dir": blocker, "--cache-dir": blocker}
+    defaults = {"--store": tmp_path / "r.sqlite", "--report-dir": tmp_path / "reports", "--cache-dir": tmp_path / "c"}
+    argv = [str(part) for name, path in {**defaults, flag: paths[flag]}.items() for part in (name, path)]
+    assert main(["run", str(suite), *argv, "--no-progress", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert f"{flag} " in error and "is a file, not a folder" in error and error.count("\n") == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["blocker", "suite.yaml"]
+
+
+def test_reports_are_readable_by_others(finished_run: Path) -> None:
+    """Reports are written through a temporary file, whose private mode must not stick to the report."""
+    mode = (finished_run / "leaderboard.md").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResbenchError as error:
         print(f"resbench: error: {error}", file=sys.stderr)
         return error.exit_status
+    except OSError as error:  # a disk, permission or file-system failure while running: one line, no traceback
+        print(f"resbench: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("resbench: interrupted; completed trials are stored and a rerun resumes", file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import tempfile
@@ -16,17 +17,47 @@ from resbench.store import DEFAULT_STORE, ResultStore
 if TYPE_CHECKING:
     from resbench.report.leaderboard import LeaderboardTable
 
-__all__ = ["ExportCommand", "LeaderboardCommand", "PlotCommand", "load_leaderboard", "register_commands",
-           "write_text_atomically"]
+__all__ = ["ExportCommand", "LeaderboardCommand", "PlotCommand", "check_folder", "load_leaderboard",
+           "register_commands", "write_text_atomically"]
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half a file."""
+def check_folder(folder: Path, what: str) -> None:
+    """Refuse, as bad input, a folder that cannot be created or written: a file on its path, no permission."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        problem = "is a file" if existing == folder else f"cannot be created: {existing} is a file"
+        raise UsageError(f"{what} {folder}: {problem}, not a folder")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {folder}: no permission to write in {existing}")
+
+
+def write_text_atomically(path: Path, text: str, what: str = "--output") -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half a file.
+
+    A path that is a folder, or whose folder cannot be made, is bad input; on any failure nothing is left.
+    """
+    if path.is_dir():
+        raise UsageError(f"{what} {path}: is a folder; name a file")
+    check_folder(path.parent, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; reports are for sharing
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_leaderboard(store_path: Path) -> tuple[list[LeaderboardTable], Any]:
@@ -75,6 +106,7 @@ class PlotCommand:
         """Write the figures and list them."""
         from resbench.report.plots import write_figures  # matplotlib is slow to import: only when needed
 
+        check_folder(args.output, "--output")
         tables, trials = load_leaderboard(args.store)
         for path in write_figures(tables, trials, args.output):
             print(path)
@@ -99,6 +131,9 @@ class ExportCommand:
                 raise UsageError("parquet export needs pyarrow: pip install pyarrow, or use --format csv")
             if args.output is None:
                 raise UsageError("parquet export needs --output FILE")
+            if args.output.is_dir():
+                raise UsageError(f"--output {args.output}: is a folder; name a file")
+            check_folder(args.output.parent, "--output")
             args.output.parent.mkdir(parents=True, exist_ok=True)
             temporary = args.output.with_name(f".{args.output.name}.tmp")
             trials.to_parquet(temporary, index=False)

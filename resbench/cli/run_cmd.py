@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from resbench.cli.report_cmds import load_leaderboard, write_text_atomically
+from resbench.cache import ArtifactCache
+from resbench.cli.report_cmds import check_folder, load_leaderboard, write_text_atomically
 from resbench.config import Suite, load_suite, parse_suite
 from resbench.errors import UsageError
 from resbench.plugins import get_registries, hookimpl
@@ -77,8 +78,8 @@ def write_reports(store: Path, output: Path) -> list[Path]:
     from resbench.report.plots import write_figures  # matplotlib is slow to import: only when needed
 
     tables, trials = load_leaderboard(store)
-    write_text_atomically(output / "leaderboard.md", render_markdown(tables))
-    write_text_atomically(output / "leaderboard.html", render_html(tables))
+    write_text_atomically(output / "leaderboard.md", render_markdown(tables), "--report-dir")
+    write_text_atomically(output / "leaderboard.html", render_html(tables), "--report-dir")
     figures = write_figures(tables, trials, output / "figures")
     return [output / "leaderboard.md", output / "leaderboard.html", *figures]
 
@@ -114,6 +115,11 @@ class RunCommand:
         suite, source = suite_from_arguments(args)
         if args.checkpoint is not None and not args.checkpoint.is_file():
             raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
+        report_dir = args.report_dir or args.store.parent
+        # Unusable output folders are bad input, found before any work rather than after the campaign.
+        for folder, flag in ((args.store.parent, f"--store {args.store}: folder"), (report_dir, "--report-dir"),
+                             (args.cache_dir or ArtifactCache().root, "--cache-dir")):
+            check_folder(folder, flag)
         settings = RunSettings(
             store=args.store,
             device=_device(args.device),
@@ -123,7 +129,6 @@ class RunCommand:
             progress=not args.no_progress,
         )
         summary = run_suite(suite, settings, source)
-        report_dir = args.report_dir or args.store.parent
         write_reports(args.store, report_dir)
         tables, _ = load_leaderboard(args.store)
         print(render_markdown(tables))

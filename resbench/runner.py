@@ -147,7 +147,7 @@ class _Runner:
         self.cache = ArtifactCache(settings.cache_dir) if settings.cache_dir else ArtifactCache()
         space_options = validate_options(FaultSpaceOptions, suite.fault_space, "fault_space")
         self.space_options = cast(FaultSpaceOptions, space_options)
-        self.store = ResultStore(settings.store)
+        self.store: ResultStore  # opened by run(), once the input has been checked
         self.summary = RunSummary(run_id=0)
         self.progress: tqdm[Any] | None = None
         self.checkpoint_digest = _file_digest(settings.checkpoint) if settings.checkpoint else None
@@ -156,10 +156,12 @@ class _Runner:
 
     def run(self) -> RunSummary:
         started = time.perf_counter()
+        datasets = self._load_datasets()
+        self.store = ResultStore(self.settings.store)  # only once bad input could no longer be found
         provenance = collect_provenance(self.suite.name, self.suite.version, self.settings.device)
         self.summary.run_id = self.store.start_run(provenance)
         try:
-            for _ in self._executor().map(self._model_jobs()):
+            for _ in self._executor().map(self._model_jobs(datasets)):
                 continue
             self.store.finish_run(self.summary.run_id)
         finally:
@@ -174,10 +176,21 @@ class _Runner:
         options = entry.make_options({**implied, **self.suite.executor.options}, where="executor")
         return entry.item(options)
 
-    def _model_jobs(self) -> Iterator[Callable[[], None]]:
-        """One job per (dataset, model); each dataset is loaded when its first job is due."""
+    def _load_datasets(self) -> list[tuple[ComponentSpec, DatasetSplits]]:
+        """Every dataset's splits (a missing data root is found here) and, given a checkpoint, a check
+        that it fits every model on every dataset: bad input surfaces before the store is touched."""
+        datasets = []
         for dataset_spec in self.suite.datasets:
             splits = load_dataset(dataset_spec.name, dataset_spec.options, self.settings.data_root)
+            if self.settings.checkpoint is not None:
+                for model_spec in self.suite.models:
+                    self._baseline(model_spec, splits)
+            datasets.append((dataset_spec, splits))
+        return datasets
+
+    def _model_jobs(self, datasets: list[tuple[ComponentSpec, DatasetSplits]]) -> Iterator[Callable[[], None]]:
+        """One job per (dataset, model); a dataset's evaluation data is loaded when its first job is due."""
+        for dataset_spec, splits in datasets:
             data = load_evaluation_data(splits.test, self.settings.device, self.suite.eval_batch_size)
             for model_spec in self.suite.models:
                 yield functools.partial(self._run_model, model_spec, dataset_spec, splits, data)

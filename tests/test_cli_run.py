@@ -84,6 +84,7 @@ def test_second_run_skips_everything(finished_run: Path, capsys: pytest.CaptureF
         (["run", "--formats", "fp33"], "fp32"),
         (["run", "--device", "tpu:9"], "--device"),
         (["run", "--checkpoint", "/nonexistent/model.pt"], "no such file"),
+        (["run", "--datasets", "cifar10"], "--data-root"),
         (["leaderboard", "--store", "/nonexistent/r.sqlite"], "no results store"),
         (["export", "--store", "/nonexistent/r.sqlite"], "no results store"),
     ],
@@ -150,3 +151,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_checkpoint_that_does_not_fit_is_refused_before_the_store_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"fc1.weight": torch.zeros(3, 3)}, checkpoint)
+    status = main(["run", "--models", "test-mlp", "--checkpoint", str(checkpoint), "--store",
+                   str(tmp_path / "r.sqlite"), "--no-progress"])
+    assert status == 2
+    assert "wrong shapes: fc1.weight" in capsys.readouterr().err
+    assert not (tmp_path / "r.sqlite").exists()

@@ -136,9 +136,10 @@ def register_datasets(register: Register) -> None:
 
 @hookspec
 def register_executors(register: Register) -> None:
-    """Register executors that run a campaign's jobs (in process, worker pool, cluster).
+    """Register executors: how a run's jobs (one per dataset and model) are run.
 
-    ``item`` is a factory ``item(options) -> Executor``.
+    ``item`` is a factory ``item(options) -> Executor`` whose ``map(jobs)`` calls zero-argument jobs
+    and yields their results. Jobs write the results store as they go, so they run in the driver process.
     """
 
 

@@ -78,7 +78,9 @@ def _save(figure: plt.Figure, folder: Path, stem: str) -> list[Path]:
     written = []
     for suffix in FIGURE_SUFFIXES:
         path = folder / f"{stem}{suffix}"  # not with_suffix: stems hold dots (q15.16)
-        figure.savefig(path, dpi=120, metadata={"Date": None} if suffix == ".svg" else None)
+        # A fixed salt gives stable SVG element ids: regenerated figures differ only where the data do.
+        with matplotlib.rc_context({"svg.hashsalt": "resbench"}):
+            figure.savefig(path, dpi=120, metadata={"Date": None} if suffix == ".svg" else None)
         written.append(path)
     plt.close(figure)
     return written

@@ -12,7 +12,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from resbench.datasets import tensor_view
+from resbench.errors import UsageError
+
 __all__ = [
+    "MAX_EVALUATION_BYTES",
     "EvaluationData",
     "TrialMetrics",
     "load_evaluation_data",
@@ -20,6 +24,9 @@ __all__ = [
     "predictions_of",
     "trial_metrics",
 ]
+
+
+MAX_EVALUATION_BYTES = 16 * 2**30
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,26 @@ class TrialMetrics:
     due_rate: float
 
 
-def load_evaluation_data(dataset: Dataset, device: torch.device, batch_size: int) -> EvaluationData:
-    """Stack a dataset of ``(image, label)`` pairs into two tensors on ``device``."""
-    tensors = getattr(dataset, "tensors", None)
-    if tensors is not None and len(tensors) == 2:
-        images, labels = tensors
+def load_evaluation_data(
+    dataset: Dataset, device: torch.device, batch_size: int, max_bytes: int = MAX_EVALUATION_BYTES
+) -> EvaluationData:
+    """Stack a dataset of ``(image, label)`` pairs into two tensors on ``device``, loaded once per run.
+
+    Every trial evaluates the whole set, so it stays in memory; a set larger than ``max_bytes`` is
+    refused with a hint to evaluate on the first N test images (``test_limit``).
+    """
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise UsageError("the test split is empty: there is nothing to evaluate")
+    first_image = torch.as_tensor(dataset[0][0])
+    needed = len(dataset) * first_image.numel() * 4  # type: ignore[arg-type]
+    if needed > max_bytes:
+        raise UsageError(
+            f"the test split ({len(dataset)} images) would take {needed / 2**30:.1f} GiB as float32, more than "  # type: ignore[arg-type]
+            f"{max_bytes / 2**30:.0f} GiB; evaluate on fewer images with the dataset option test_limit"
+        )
+    view = tensor_view(dataset)
+    if view is not None:
+        images, labels = view
     else:
         pairs = [dataset[index] for index in range(len(dataset))]  # type: ignore[arg-type]
         images = torch.stack([torch.as_tensor(image) for image, _ in pairs])

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from resbench.evaluation import predictions_of, trial_metrics
+from resbench.errors import UsageError
+from resbench.evaluation import load_evaluation_data, predictions_of, trial_metrics
 
 
 def _logits(predictions: list[int], classes: int = 3) -> torch.Tensor:
@@ -43,3 +44,26 @@ def test_infinite_logits_count_as_wrong() -> None:
     predictions, non_finite = predictions_of(logits)
     assert predictions.tolist() == [-1, 1]
     assert non_finite.tolist() == [True, False]
+
+
+class _HugeImages(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Ten million 3x224x224 images that are never materialized."""
+
+    def __len__(self) -> int:
+        return 10_000_000
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.zeros(3, 224, 224), 0
+
+
+def test_an_evaluation_set_too_large_for_memory_is_refused_with_a_hint() -> None:
+    with pytest.raises(UsageError, match="test_limit"):
+        load_evaluation_data(_HugeImages(), torch.device("cpu"), 256)
+
+
+def test_evaluation_data_from_a_subset_keeps_its_order() -> None:
+    images = torch.arange(20, dtype=torch.float32).reshape(5, 1, 2, 2)
+    subset = torch.utils.data.Subset(torch.utils.data.TensorDataset(images, torch.arange(5)), [3, 1])
+    data = load_evaluation_data(subset, torch.device("cpu"), 2)
+    assert data.labels.tolist() == [3, 1]
+    assert torch.equal(data.images, images[[3, 1]])

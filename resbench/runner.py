@@ -119,22 +119,6 @@ class _Group:
     format_spec: ComponentSpec
 
 
-@dataclass(frozen=True)
-class _Measured:
-    """What the runner knows once per group, recorded with each of its cells (CellRecord's last fields)."""
-
-    method_plugin: str
-    citation: str
-    notes: str
-    stored_bits: int
-    baseline_bits: int
-    fault_space: str
-    eval_samples: int
-    clean_eval_seconds: float
-    baseline_eval_seconds: float
-    prepare_seconds: float
-
-
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -219,7 +203,17 @@ class _Runner:
                 deployed = self._deploy(prepared, number_format, data)
                 self._phase("deploy", time.perf_counter() - started)
                 baseline_seconds, protected_seconds = _paired_timing(baseline, deployed.model, data)
-                measured = _Measured(
+                # What every cell of the group shares; each cell adds its identity (see _cell).
+                template = CellRecord(
+                    cell_id="",
+                    method=method_spec.label,
+                    model=model_spec.label,
+                    dataset=dataset_spec.label,
+                    format=format_spec.label,
+                    fault_model="",
+                    ber=0.0,
+                    seed=self.suite.seed,
+                    definition="",
                     method_plugin=self.registries.methods.resolve(method_spec.name)[0].plugin,
                     citation=method.citation,
                     notes=method.notes,
@@ -233,7 +227,7 @@ class _Runner:
                 )
                 for fault_spec in self.suite.faults:
                     started = time.perf_counter()
-                    self._campaign(deployed, data, group, fault_spec, measured)
+                    self._campaign(deployed, data, group, fault_spec, template)
                     self._phase("campaign", time.perf_counter() - started)
 
     def _baseline(self, model_spec: ComponentSpec, splits: DatasetSplits) -> nn.Module:
@@ -346,19 +340,11 @@ class _Runner:
         self.summary.trials_skipped += sum(len(stored[cell_id]) for cell_id in faulty)
         return True
 
-    def _cell(self, group: _Group, fault_spec: ComponentSpec, ber: float, measured: _Measured) -> CellRecord:
+    def _cell(self, group: _Group, fault_spec: ComponentSpec, ber: float, template: CellRecord) -> CellRecord:
+        """The group's template record with this cell's identity."""
         definition = self._cell_definition(group, fault_spec, ber)
-        return CellRecord(
-            cell_id=str(derive_seed(definition)),
-            method=group.method_spec.label,
-            model=group.model_spec.label,
-            dataset=group.dataset_spec.label,
-            format=group.format_spec.label,
-            fault_model=fault_spec.label,
-            ber=ber,
-            seed=self.suite.seed,
-            definition=definition,
-            **dataclasses.asdict(measured),
+        return dataclasses.replace(
+            template, cell_id=str(derive_seed(definition)), fault_model=fault_spec.label, ber=ber, definition=definition
         )
 
     def _trial_seed(self, group: _Group, fault_spec: ComponentSpec) -> Callable[[int], int]:
@@ -368,13 +354,13 @@ class _Runner:
         return lambda trial: derive_seed(*parts, trial)
 
     def _campaign(
-        self, deployed: _Deployed, data: EvaluationData, group: _Group, fault_spec: ComponentSpec, measured: _Measured
+        self, deployed: _Deployed, data: EvaluationData, group: _Group, fault_spec: ComponentSpec, template: CellRecord
     ) -> None:
         entry, implied = self.registries.faults.resolve(fault_spec.name)
         options = entry.make_options({**implied, **fault_spec.options}, where=f"fault {fault_spec.name}")
         fault_model = entry.item(options)
-        clean_cell = self._cell(group, fault_spec, 0.0, measured)
-        cells = [self._cell(group, fault_spec, ber, measured) for ber in self.suite.bers]
+        clean_cell = self._cell(group, fault_spec, 0.0, template)
+        cells = [self._cell(group, fault_spec, ber, template) for ber in self.suite.bers]
         for cell in [clean_cell, *cells]:
             self.store.upsert_cell(cell, self.summary.run_id)
         metrics = deployed.clean.metrics

@@ -1,7 +1,7 @@
 """The fault space: the stored tensors of a model that faults may hit, in a canonical order.
 
 By default the fault space holds the weight and bias of every convolution and linear layer, followed by
-every parameter or buffer a method marked as stored with :func:`mark_stored` (bounds, thresholds): a
+every parameter or buffer a method declared or marked as stored (:func:`mark_stored`; bounds, thresholds): a
 method that keeps more state in memory exposes more bits. :class:`FaultSpaceOptions` add batch-norm
 tensors, drop method tensors or select layers by name pattern or module type.
 
@@ -65,7 +65,9 @@ class FaultSpaceOptions(Options):
 def mark_stored(module: nn.Module, attribute: str) -> None:
     """Declare ``module.<attribute>`` (a floating-point parameter or buffer) stored in faultable memory.
 
-    Methods call this for the state they add (bounds, thresholds) so it joins the fault space.
+    Methods call this for the state they add (bounds, thresholds) so it joins the fault space, in
+    ``Method.build`` (the cache rebuilds the structure, then loads the fitted state). A module class can
+    instead declare its stored tensors once: ``stored_tensors = ("bound",)``.
     """
     if _locate(module, attribute) is None:
         raise UsageError(
@@ -78,8 +80,11 @@ def mark_stored(module: nn.Module, attribute: str) -> None:
 
 
 def stored_attributes(module: nn.Module) -> tuple[str, ...]:
-    """The attributes of ``module`` that a method marked as stored, in marking order."""
-    return tuple(module.__dict__.get(_MARK, ()))
+    """The attributes of ``module`` that are stored: those its class declares in ``stored_tensors``, then
+    those a method marked with :func:`mark_stored`, in marking order."""
+    declared = tuple(getattr(type(module), "stored_tensors", ()))
+    marked = tuple(attribute for attribute in module.__dict__.get(_MARK, ()) if attribute not in declared)
+    return declared + marked
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ __all__ = [
     "DISABLE_PLUGINS_VARIABLE",
     "ENTRY_POINT_GROUP",
     "FAMILIES",
+    "FAMILY_PRODUCTS",
     "PluginInfo",
     "PluginLoadError",
     "Registries",
@@ -58,6 +59,17 @@ FAMILIES: dict[str, str] = {
     "commands": "register_commands",
 }
 
+# Family name -> "module:Class" that every factory of the family must return (checked on building).
+FAMILY_PRODUCTS: dict[str, str] = {
+    "formats": "resbench.formats:NumberFormat",
+    "faults": "resbench.faults:FaultModel",
+    "activations": "resbench.methods.components:ActivationScheme",
+    "optimizers": "resbench.methods.components:ThresholdOptimizer",
+    "methods": "resbench.methods.base:Method",
+    "models": "torch.nn:Module",
+    "datasets": "resbench.datasets.base:DatasetSplits",
+}
+
 # Built-in plugins, registered through the same hooks as third-party ones.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench.cli.list_cmd",
@@ -69,6 +81,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench.executors",
     "resbench.report.formats",
     "resbench_plugins.none",
+    "resbench_plugins.ranger",
+    "resbench_plugins.clipact",
+    "resbench_plugins.fitact",
+    "resbench_plugins.proact",
+    "resbench_plugins.recipe",
     "resbench.formats",
     "resbench.faults",
 )
@@ -130,10 +147,29 @@ def _third_party_plugins() -> list[tuple[str, ModuleType, str]]:
     return found
 
 
+_SINGULAR = {
+    "faults": "fault model",
+    "activations": "activation scheme",
+    "optimizers": "threshold optimizer",
+    "transforms": "weight transform",
+}
+
+
+def _product_type(family: str) -> type | None:
+    """The type a family's factories must return, imported on first use (None: not checked)."""
+    target = FAMILY_PRODUCTS.get(family)
+    if target is None:
+        return None
+    module_name, _, class_name = target.partition(":")
+    product: type = getattr(importlib.import_module(module_name), class_name)
+    return product
+
+
 def _collect(manager: pluggy.PluginManager, plugins: dict[str, PluginInfo]) -> dict[str, Registry[Any]]:
     families: dict[str, Registry[Any]] = {}
     for family, hook_name in FAMILIES.items():
-        registry: Registry[Any] = Registry(family.rstrip("s") if family != "faults" else "fault model")
+        singular = _SINGULAR.get(family, family.rstrip("s"))
+        registry: Registry[Any] = Registry(singular, functools.partial(_product_type, family))
         families[family] = registry
         for implementation in getattr(manager.hook, hook_name).get_hookimpls():
             plugin_name = implementation.plugin_name

@@ -5,14 +5,14 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from resbench.errors import UsageError
+from resbench.errors import PluginError, UsageError, blame_plugin
 from resbench.options import NoOptions, Options, validate_options
 
-__all__ = ["DuplicateNameError", "Entry", "Registry"]
+__all__ = ["Built", "DuplicateNameError", "Entry", "Registry"]
 
 T = TypeVar("T")
 
@@ -36,6 +36,24 @@ class Entry(Generic[T]):
         return validate_options(self.options, dict(raw or {}), where or self.name)
 
 
+@dataclass(frozen=True)
+class Built(Generic[T]):
+    """An item made from its registry entry: the product, the entry and the validated options.
+
+    :attr:`identity` is what cache keys and cell identities hash: the registered name and *every*
+    option, defaults included, so ``fitact`` and ``{name: fitact, <its defaults>}`` are one cell.
+    """
+
+    value: Any
+    entry: Entry[T]
+    options: Options
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """``{"name": ..., "options": {...}}`` with every option, as plain JSON values."""
+        return {"name": self.entry.name, "options": self.options.model_dump(mode="json")}
+
+
 def _first_doc_line(item: object) -> str:
     doc = inspect.getdoc(item) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
@@ -44,8 +62,10 @@ def _first_doc_line(item: object) -> str:
 class Registry(Generic[T]):
     """Named items of one family. Names are unique; unknown names are answered with close matches."""
 
-    def __init__(self, family: str) -> None:
+    def __init__(self, family: str, product: Callable[[], type | None] | None = None) -> None:
         self.family = family
+        #: Returns the type every factory of this family must return (None: unchecked); imported lazily.
+        self.product = product or (lambda: None)
         self._entries: dict[str, Entry[T]] = {}
         self._patterns: list[tuple[re.Pattern[str], Entry[T]]] = []
 
@@ -90,6 +110,46 @@ class Registry(Generic[T]):
                 }
                 return entry, implied
         raise UsageError(self.unknown_name_message(name))
+
+    def options_for(
+        self, name: str, given: dict[str, Any] | None = None, where: str | None = None
+    ) -> tuple[Entry[T], Options]:
+        """The entry answering ``name`` and its validated options.
+
+        Three merge rules: an option the user did not give takes its default; an option the name implies
+        (``q3.4``: ``integer_bits=3``) is set by the name; a given option that contradicts the name is bad
+        input. Unknown options and values out of range are bad input naming ``where``, key and range.
+        """
+        entry, implied = self.resolve(name)
+        given = dict(given or {})
+        where = where or f"{self.family} {name}"
+        for key, value in implied.items():
+            if key in given and given[key] != value:
+                raise UsageError(f"{where}: option {key}={given[key]!r} contradicts the name {name!r}")
+        return entry, entry.make_options({**given, **implied}, where=where)
+
+    def build(
+        self,
+        name: str,
+        given: dict[str, Any] | None = None,
+        where: str | None = None,
+        call: Callable[[Any, Options], Any] | None = None,
+    ) -> Built[T]:
+        """Make the item called ``name``: resolve, merge and validate options, instantiate, type-check.
+
+        ``call(item, options)`` instantiates (default ``item(options)``; models and datasets pass more
+        arguments). An exception raised by the factory, or a product of the wrong type, is a
+        :class:`PluginError` naming the plugin and the item. This is the one way resbench makes items.
+        """
+        entry, options = self.options_for(name, given, where)
+        item_label = f"{self.family} {entry.name!r}"
+        with blame_plugin(entry.plugin, item_label, "construction"):
+            value = call(entry.item, options) if call is not None else entry.item(options)  # type: ignore[operator]
+        expected = self.product()
+        if expected is not None and not isinstance(value, expected):
+            raise PluginError(entry.plugin, item_label, "construction",
+                              f"the factory returned {type(value).__name__}, not a {expected.__name__}")
+        return Built(value, entry, options)
 
     def get(self, name: str) -> Entry[T]:
         """The entry named ``name``; an unknown name raises :class:`UsageError` with close matches."""

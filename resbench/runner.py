@@ -30,7 +30,7 @@ from resbench.cache import ArtifactCache
 from resbench.campaign import CampaignPlan, CleanReference, run_campaign, trials_needed
 from resbench.config import ComponentSpec, Suite, check_suite_names
 from resbench.datasets import DatasetSplits, load_dataset
-from resbench.errors import UsageError
+from resbench.errors import PluginError, UsageError, blame_plugin
 from resbench.evaluation import (
     EvaluationData,
     load_evaluation_data,
@@ -41,11 +41,12 @@ from resbench.evaluation import (
 from resbench.faultspace import FaultSpace, FaultSpaceLayout, FaultSpaceOptions
 from resbench.formats import NumberFormat, resolve_format
 from resbench.injection import Injector
-from resbench.methods import Method, PrepareContext
+from resbench.methods.base import Method, PrepareContext, defines_fit
 from resbench.models import build_model, load_checkpoint
 from resbench.options import validate_options
 from resbench.plugins import get_registries
 from resbench.provenance import collect_provenance
+from resbench.registry import Built
 from resbench.seeds import derive_seed
 from resbench.store import CellRecord, ResultStore, TrialRow
 from resbench.training import load_or_train_baseline
@@ -113,6 +114,7 @@ def _paired_timing(baseline: nn.Module, protected: nn.Module, data: EvaluationDa
 class _Group:
     """(method, model, dataset, format): the cells that share one prepared and deployed model."""
 
+    method: Built[Method]
     method_spec: ComponentSpec
     model_spec: ComponentSpec
     dataset_spec: ComponentSpec
@@ -189,15 +191,16 @@ class _Runner:
         baseline = self._baseline(model_spec, splits)
         self._phase("baseline", time.perf_counter() - started)
         for method_spec in self.suite.methods:
-            method = self._method(method_spec)
+            built = self._method(method_spec)
+            method: Method = built.value
             prepared_once: tuple[nn.Module, float] | None = None
             for format_spec in self.suite.formats:
-                group = _Group(method_spec, model_spec, dataset_spec, format_spec)
+                group = _Group(built, method_spec, model_spec, dataset_spec, format_spec)
                 if self._complete(group):
                     continue
                 number_format = resolve_format(format_spec.name, format_spec.options)
                 if prepared_once is None or method.format_dependent:
-                    prepared_once = self._prepare(method, group, splits, baseline)
+                    prepared_once = self._prepare(group, splits, baseline, number_format)
                 prepared, prepare_seconds = prepared_once
                 started = time.perf_counter()
                 deployed = self._deploy(prepared, number_format, data)
@@ -214,8 +217,8 @@ class _Runner:
                     ber=0.0,
                     seed=self.suite.seed,
                     definition="",
-                    method_plugin=self.registries.methods.resolve(method_spec.name)[0].plugin,
-                    citation=method.citation,
+                    method_plugin=built.entry.plugin,
+                    citation=str(method.citation),
                     notes=method.notes,
                     stored_bits=deployed.stored_bits,
                     baseline_bits=FaultSpace(baseline, self.space_options).total_bits(number_format),
@@ -248,45 +251,62 @@ class _Runner:
         )
         return baseline.model.eval()
 
-    def _method(self, spec: ComponentSpec) -> Method:
-        entry, implied = self.registries.methods.resolve(spec.name)
-        options = entry.make_options({**implied, **spec.options}, where=f"method {spec.name}")
-        method: Method = entry.item(options)
-        return method
+    def _method(self, spec: ComponentSpec) -> Built[Method]:
+        return self.registries.methods.build(spec.name, spec.options, where=f"method {spec.label}")
 
     def _prepare(
-        self, method: Method, group: _Group, splits: DatasetSplits, baseline: nn.Module
+        self, group: _Group, splits: DatasetSplits, baseline: nn.Module, number_format: NumberFormat
     ) -> tuple[nn.Module, float]:
-        """Build the method's structure on a copy of the baseline; fit it, or load the fitted state."""
+        """Build the method's structure on a copy of the baseline; fit it, or load the fitted state.
+
+        The method sees the training and validation splits only. Its fitted state is cached under
+        everything that determines it, its plugin's version included.
+        """
         started = time.perf_counter()
+        method: Method = group.method.value
         context = PrepareContext(
-            splits=splits,
+            train=splits.train,
+            validation=splits.validation,
+            image_shape=splits.image_shape,
+            num_classes=splits.num_classes,
             device=self.settings.device,
             seed=self.suite.seed,
-            format_name=group.format_spec.label,
+            number_format=number_format,
+            fault_space=self.space_options,
             batch_size=self.suite.eval_batch_size,
             progress=self.settings.progress,
         )
-        model = method.build(copy.deepcopy(baseline), context).to(self.settings.device).eval()
-        if not method.trains:
+        plugin, item = group.method.entry.plugin, f"method {group.method.entry.name!r}"
+        with blame_plugin(plugin, item, "build"):
+            model = method.build(copy.deepcopy(baseline), context).to(self.settings.device).eval()
+        if not defines_fit(method):
             return model, time.perf_counter() - started
         key = {
-            "method": group.method_spec.model_dump(),
+            "method": group.method.identity,
+            "plugin": {"name": plugin, "version": self.registries.plugins[plugin].version},
+            "components": method.cache_identity(),
             "model": group.model_spec.model_dump(),
             "dataset": splits.key,
             "seed": self.suite.seed,
             "format": group.format_spec.model_dump() if method.format_dependent else None,
+            "fault_space": self.space_options.model_dump(mode="json") if method.format_dependent else None,
             "training": self.suite.training,
             "checkpoint": self.checkpoint_digest,
         }
 
         def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             fit_started = time.perf_counter()
-            metrics = method.fit(model, context)
+            with blame_plugin(plugin, item, "fit"):
+                metrics = method.fit(model, context)
             state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-            return state, {**metrics, "prepare_seconds": time.perf_counter() - fit_started}
+            return state, {**metrics, "prepare_seconds": time.perf_counter() - fit_started,
+                           "stored_tensors": list(FaultSpace(model).names)}
 
+        built_names = list(FaultSpace(model).names)
         state, metadata, _ = self.cache.load_or_build("method", key, fit)
+        if metadata.get("stored_tensors", built_names) != built_names:
+            raise PluginError(plugin, item, "fit", "fit() changed which tensors are stored (mark_stored); mark them "
+                              "in build() or declare stored_tensors on the module class, so the cache keeps them")
         model.load_state_dict(state)
         model.eval()
         seconds = float(metadata.get("prepare_seconds", time.perf_counter() - started))
@@ -307,7 +327,7 @@ class _Runner:
         """Everything that determines a cell's results, as canonical JSON; its hash is the cell id."""
         return json.dumps(
             {
-                "method": group.method_spec.model_dump(),
+                "method": group.method.identity,
                 "model": group.model_spec.model_dump(),
                 "dataset": group.dataset_spec.model_dump(),
                 "format": group.format_spec.model_dump(),

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resbench.callsites import (
+from resbench.errors import UsageError
+from resbench.methods.callsites import (
     activation_call_sites,
     call_site_details,
     get_call_site,
     replace_call_site,
     rewrite_activation_call_sites,
 )
-from resbench.errors import UsageError
 from resbench.models import build_model
 
 BUILT_IN = ["mlp", "lenet5", "alexnet-cifar", "vgg11", "vgg16", "resnet20", "resnet56", "test-mlp", "test-cnn"]

@@ -37,7 +37,6 @@ class ClampFirstLayer(Method):
     """Clamp the first ReLU of test-mlp to a bound fitted on the training split."""
 
     citation = "test method"
-    trains = True
     fits = 0
 
     def build(self, model: nn.Module, context: PrepareContext) -> nn.Module:
@@ -46,7 +45,7 @@ class ClampFirstLayer(Method):
 
     def fit(self, model: nn.Module, context: PrepareContext) -> dict[str, Any]:
         ClampFirstLayer.fits += 1
-        images = torch.stack([context.splits.train[index][0] for index in range(32)])
+        images = torch.stack([context.train[index][0] for index in range(32)])
         with torch.no_grad():
             model.relu.bound.fill_(float(torch.relu(model.fc1(images.flatten(1))).max()))  # type: ignore[union-attr]
         return {"bound": model.relu.bound.item()}  # type: ignore[union-attr]

@@ -134,7 +134,7 @@ def test_third_party_model_plugin(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     from types import ModuleType
 
     from resbench import plugins
-    from resbench.callsites import activation_call_sites
+    from resbench.methods.callsites import activation_call_sites
 
     module = ModuleType("user_models")
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from resbench.callsites import rewrite_activation_call_sites
+from resbench.methods.callsites import rewrite_activation_call_sites
+from resbench.methods.profiling import profile_activations
 from resbench.models import build_model
-from resbench.profiling import profile_activations
 
 
 class TwoSites(nn.Module):
@@ -67,10 +67,25 @@ def test_limit_loader_and_rewritten_model() -> None:
     model = build_model("test-cnn", (1, 8, 8), 10).eval()
     rewritten = rewrite_activation_call_sites(model)
     data = TensorDataset(torch.randn(50, 1, 8, 8), torch.zeros(50, dtype=torch.int64))
-    from_loader = profile_activations(rewritten, DataLoader(data, batch_size=16), "cpu", limit=20)
-    from_dataset = profile_activations(model, data, "cpu", limit=20, batch_size=7)
-    assert list(from_loader) == list(from_dataset) and len(from_loader) == 7
+    from_loader = profile_activations(rewritten, DataLoader(data, batch_size=16), "cpu", samples=20)
+    first_twenty = profile_activations(model, TensorDataset(*data[:20]), "cpu", batch_size=7)
+    assert list(from_loader) == list(first_twenty) and len(from_loader) == 7
     for name, profile in from_loader.items():
         assert profile.images == 20
-        assert torch.allclose(profile.per_image_max, from_dataset[name].per_image_max)
+        assert torch.allclose(profile.per_image_max, first_twenty[name].per_image_max)
     assert from_loader["act6"].max <= 6.0 and from_loader["block.relu_1"].channel_max.shape == (8,)
+
+
+def test_a_dataset_is_profiled_on_a_seeded_random_sample_not_its_first_images() -> None:
+    """Splits may be ordered by class: profiling the first N images of a sorted split sees one class only."""
+    model = nn.Sequential(nn.Flatten(), nn.ReLU())
+    # Image i holds the value i; the first 40 are class 0, the last 40 class 1: sorted by class.
+    images = torch.arange(80, dtype=torch.float32).view(80, 1, 1, 1).expand(80, 1, 2, 2).contiguous()
+    data = TensorDataset(images, (torch.arange(80) >= 40).long())
+    sampled = profile_activations(model, data, "cpu", samples=20, seed=3)["1"]
+    assert sampled.images == 20 and sampled.max >= 40  # the sample reaches the second class
+    assert len(set(sampled.per_image_max.tolist())) == 20  # 20 distinct images
+    again = profile_activations(model, data, "cpu", samples=20, seed=3)["1"]
+    assert torch.equal(sampled.per_image_max, again.per_image_max)  # seeded: the same sample
+    other = profile_activations(model, data, "cpu", samples=20, seed=4)["1"]
+    assert not torch.equal(sampled.per_image_max, other.per_image_max)

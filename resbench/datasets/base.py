@@ -18,6 +18,7 @@ __all__ = [
     "DatasetSplits",
     "limit_test",
     "normalize",
+    "random_subset",
     "stratified_split",
 ]
 
@@ -76,6 +77,19 @@ def stratified_split(
         carved.append(order[:count])
         kept.append(order[count:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(carved))
+
+
+def random_subset(dataset: Dataset[Any], size: int | None, seed: int) -> Dataset[Any]:
+    """A seeded uniform random sample of ``size`` items of ``dataset`` (all of it when ``size`` is None or
+    at least its length), in dataset order. Splits may be ordered by class, so never take the first N."""
+    total = len(dataset)  # type: ignore[arg-type]
+    if size is None or size >= total:
+        return dataset
+    chosen = np.sort(np.random.default_rng([seed, total, size]).choice(total, size=size, replace=False))
+    if isinstance(dataset, TensorDataset):
+        index = torch.from_numpy(chosen)
+        return TensorDataset(*(tensor[index] for tensor in dataset.tensors))
+    return Subset(dataset, chosen.tolist())
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -13,7 +13,7 @@ Per call site, over a data set (forward hooks, eval mode, ``torch.inference_mode
   exact while a site's outputs number fewer than that, an estimate beyond.
 
 A model that is not rewritten yet is profiled through a rewritten copy, so the site names always match
-what :func:`resbench.callsites.rewrite_activation_call_sites` gives.
+what :func:`resbench.methods.callsites.rewrite_activation_call_sites` gives.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from resbench.callsites import activation_call_sites, is_rewritten, rewrite_activation_call_sites
+from resbench.datasets.base import random_subset
 from resbench.datasets.loading import Batches, iterate_batches
+from resbench.methods.callsites import activation_call_sites, is_rewritten, rewrite_activation_call_sites
 
 __all__ = ["DEFAULT_QUANTILES", "ActivationProfile", "profile_activations"]
 
@@ -109,15 +110,20 @@ class _SiteRecorder:
         return result
 
 
-def _limited(data: Dataset[Any] | Batches, batch_size: int, limit: int | None) -> Batches:
+def _limited(data: Dataset[Any] | Batches, batch_size: int, samples: int | None, seed: int) -> Batches:
+    """A seeded random sample of ``samples`` images of a Dataset (splits may be ordered by class), or the
+    first ``samples`` images of an iterable of batches (which cannot be sampled)."""
+    if isinstance(data, Dataset):
+        yield from iterate_batches(random_subset(data, samples, seed), batch_size)
+        return
     seen = 0
     for images, labels in iterate_batches(data, batch_size):
-        if limit is not None and seen + len(images) > limit:
-            images, labels = images[: limit - seen], labels[: limit - seen]
+        if samples is not None and seen + len(images) > samples:
+            images, labels = images[: samples - seen], labels[: samples - seen]
         if len(images):
             yield images, labels
         seen += len(images)
-        if limit is not None and seen >= limit:
+        if samples is not None and seen >= samples:
             return
 
 
@@ -129,15 +135,16 @@ def profile_activations(
     sites: Sequence[str] | None = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     value_samples: int = 200_000,
-    limit: int | None = None,
+    samples: int | None = None,
     batch_size: int = 256,
     seed: int = 0,
 ) -> dict[str, ActivationProfile]:
     """Profile the outputs of ``sites`` (default: every activation call site, in execution order).
 
-    ``data`` is a Dataset or an iterable of (images, labels) batches such as a DataLoader; ``limit`` caps
-    the number of images (the first ones). ``sites`` may name any module of a rewritten model. The
-    model's parameters are moved to ``device``; its train/eval mode is restored afterwards.
+    ``data`` is a Dataset or an iterable of (images, labels) batches such as a DataLoader. ``samples``
+    caps the number of images: a seeded random sample (``seed``) of a Dataset, so a split ordered by
+    class is still represented; the first ones of an iterable of batches. ``sites`` may name any module
+    of a rewritten model. The model's parameters are moved to ``device``; its train/eval mode is restored afterwards.
     """
     target = model if is_rewritten(model) else rewrite_activation_call_sites(model, copy_model=False)
     names = list(sites) if sites is not None else activation_call_sites(target)
@@ -147,7 +154,7 @@ def profile_activations(
     target.to(device).eval()
     try:
         with torch.inference_mode():
-            for images, _ in _limited(data, batch_size, limit):
+            for images, _ in _limited(data, batch_size, samples, seed):
                 target(images.to(device, non_blocking=True))
     finally:
         for handle in handles:

@@ -1,0 +1,54 @@
+"""How a model is protected: the method interface, its components, recipes, call sites and profiling.
+
+Everything a method plugin needs is importable from here (see ``docs/plugins.md``).
+"""
+
+from __future__ import annotations
+
+from resbench.methods.base import Citation, Method, PrepareContext
+from resbench.methods.callsites import (
+    CallSite,
+    activation_call_sites,
+    call_site_details,
+    get_call_site,
+    replace_call_site,
+    rewrite_activation_call_sites,
+)
+from resbench.methods.components import (
+    ActivationScheme,
+    BoundedActivation,
+    CallSiteSpec,
+    Granularity,
+    ThresholdOptimizer,
+    bound_shape,
+    bounded_sites,
+    profiled_bound,
+    set_profiled_bounds,
+)
+from resbench.methods.profiling import ActivationProfile, profile_activations
+from resbench.methods.recipes import Recipe, RecipeOptions
+
+__all__ = [
+    "ActivationProfile",
+    "ActivationScheme",
+    "BoundedActivation",
+    "CallSite",
+    "CallSiteSpec",
+    "Citation",
+    "Granularity",
+    "Method",
+    "PrepareContext",
+    "Recipe",
+    "RecipeOptions",
+    "ThresholdOptimizer",
+    "activation_call_sites",
+    "bound_shape",
+    "bounded_sites",
+    "call_site_details",
+    "get_call_site",
+    "profile_activations",
+    "profiled_bound",
+    "replace_call_site",
+    "rewrite_activation_call_sites",
+    "set_profiled_bounds",
+]

@@ -1,0 +1,109 @@
+"""What a resilience method is: a recipe that turns a trained model into a protected one.
+
+A method works in two steps so that its expensive part can be cached:
+
+* :meth:`Method.build` changes the model's structure (replace activations with bounded ones, store
+  weights through a transform) from cheap, deterministic information such as output shapes;
+* :meth:`Method.fit` tunes what the method learns (bounds, thresholds) in place, on the training and
+  validation splits only. resbench calls it whenever the method's class defines it, stores the fitted
+  state dict in the artifact cache and, on a later run, rebuilds the structure and loads that state.
+
+Tensors a method adds and keeps in memory (bounds, thresholds) are stored tensors and join the fault
+space: a method that stores more state exposes more bits to faults. Declare them on the module class
+(``stored_tensors = ("bound",)``, as :class:`resbench.methods.components.BoundedActivation` does) or mark
+them with :func:`resbench.faultspace.mark_stored` inside :meth:`Method.build`; either survives the cache.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from resbench.faultspace import FaultSpaceOptions
+from resbench.formats import NumberFormat
+from resbench.options import NoOptions
+from resbench.options import Options as OptionsModel
+
+__all__ = ["Citation", "Method", "PrepareContext", "defines_fit"]
+
+
+@dataclass(frozen=True)
+class Citation:
+    """The paper a method (or a component) comes from, shown in leaderboards."""
+
+    authors: str
+    title: str
+    venue: str
+    year: int
+    link: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.authors}, \u201c{self.title}\u201d, {self.venue} {self.year}"
+        return f"{text}, {self.link}" if self.link else text
+
+
+@dataclass(frozen=True)
+class PrepareContext:
+    """What a method may use while preparing: the training and validation splits, never the test split.
+
+    ``validation`` is carved from the training data; tune thresholds on it. ``number_format`` is the
+    format the prepared model will be deployed in (used by format-dependent methods such as a
+    fault-driven threshold search) and ``fault_space`` the suite's fault-space options.
+    """
+
+    train: Dataset[Any]
+    validation: Dataset[Any]
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    device: torch.device
+    seed: int
+    number_format: NumberFormat
+    fault_space: FaultSpaceOptions = field(default_factory=FaultSpaceOptions)
+    batch_size: int = 256
+    progress: bool = False
+
+    @property
+    def format_name(self) -> str:
+        """Name of the deployment number format."""
+        return self.number_format.name
+
+
+def defines_fit(method: Method) -> bool:
+    """Whether ``method``'s class defines :meth:`Method.fit`: resbench then calls it and caches its result."""
+    return type(method).fit is not Method.fit
+
+
+class Method(ABC):  # noqa: B024 - every step has a meaningful default; subclasses override what they need
+    """A resilience method. The unprotected baseline overrides nothing."""
+
+    Options: ClassVar[type[OptionsModel]] = NoOptions
+    #: Paper the method comes from, shown in leaderboards (a :class:`Citation` or plain text).
+    citation: ClassVar[Citation | str] = ""
+    #: How resbench's setting differs from the paper's, shown in leaderboards.
+    notes: ClassVar[str] = ""
+
+    def __init__(self, options: OptionsModel) -> None:
+        self.options = options
+
+    @property
+    def format_dependent(self) -> bool:
+        """Whether the prepared model depends on the number format (then it is prepared per format)."""
+        return False
+
+    def build(self, model: nn.Module, context: PrepareContext) -> nn.Module:
+        """Return the protected model's structure; the baseline returns ``model`` unchanged."""
+        return model
+
+    def fit(self, model: nn.Module, context: PrepareContext) -> dict[str, Any]:
+        """Tune the method's own parameters in place; returns metrics to keep beside the cached result."""
+        return {}
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What else determines the fitted state besides the method's name, plugin version and options
+        (a recipe adds its components' plugins and versions)."""
+        return {}

@@ -1,0 +1,181 @@
+"""The parts methods are made of: bounded activations, activation schemes and threshold optimizers.
+
+A bounding method (Ranger, Clip-Act, FitAct, ProAct) is a recipe of two components
+(:mod:`resbench.methods.recipes`):
+
+* an :class:`ActivationScheme` builds, for one activation call site, a :class:`BoundedActivation`: the
+  original activation followed by a limit that depends on a stored ``bound`` tensor (clamp to it, zero
+  above it, a smooth FitReLU). The bound's shape follows a granularity: one scalar per call site
+  (``layer``), one value per channel (``channel``) or per output element (``neuron``).
+* a :class:`ThresholdOptimizer` sets or trains the bounds of a model whose call sites carry bounded
+  modules (profiling, a fault-driven search, post-training, progressive distillation), from the
+  training and validation splits in the :class:`resbench.methods.base.PrepareContext`.
+
+Bounds start at +inf (the bounded module then computes the original activation) until an optimizer
+sets them; :func:`set_profiled_bounds` is the usual first step.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from resbench.datasets.base import random_subset
+from resbench.methods.base import PrepareContext
+from resbench.methods.profiling import ActivationProfile, profile_activations
+from resbench.options import NoOptions
+from resbench.options import Options as OptionsModel
+
+__all__ = [
+    "ActivationScheme",
+    "BoundedActivation",
+    "CallSiteSpec",
+    "Granularity",
+    "ThresholdOptimizer",
+    "bound_shape",
+    "bounded_sites",
+    "profiled_bound",
+    "set_profiled_bounds",
+]
+
+Granularity = Literal["layer", "channel", "neuron"]
+
+
+def bound_shape(output_shape: Sequence[int], granularity: Granularity) -> tuple[int, ...]:
+    """Shape of the bound for a call site whose output (one image) has ``output_shape``.
+
+    ``layer``: a scalar; ``channel``: one per channel, broadcast over the rest ((C, 1, 1) for a conv
+    feature map, (F,) for features); ``neuron``: the whole output shape, (C, H, W) or (F,).
+    """
+    if granularity == "layer" or not output_shape:
+        return ()
+    if granularity == "channel":
+        return (output_shape[0], *([1] * (len(output_shape) - 1)))
+    return tuple(output_shape)
+
+
+@dataclass(frozen=True)
+class CallSiteSpec:
+    """What an activation scheme needs to build the bounded module of one call site."""
+
+    name: str
+    kind: str
+    activation: nn.Module
+    output_shape: tuple[int, ...]
+    granularity: Granularity
+
+
+class BoundedActivation(nn.Module, ABC):
+    """The original activation followed by a limit set by a stored ``bound`` tensor.
+
+    The bound is a parameter (so optimizers can train it) declared stored through ``stored_tensors``:
+    it joins the fault space by default (``fault_space: {method_tensors: false}`` leaves it out), and
+    the declaration survives copies and the artifact cache. Subclasses implement :meth:`limit`.
+    """
+
+    stored_tensors: ClassVar[tuple[str, ...]] = ("bound",)
+
+    def __init__(self, activation: nn.Module, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.activation = activation
+        self.bound = nn.Parameter(torch.full(tuple(shape), math.inf))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.limit(self.activation(inputs))
+
+    @abstractmethod
+    def limit(self, activated: torch.Tensor) -> torch.Tensor:
+        """Apply the bound to the activation's output."""
+
+    def extra_repr(self) -> str:
+        return f"bound={tuple(self.bound.shape)}"
+
+
+class ActivationScheme(ABC):
+    """Builds the bounded module of one call site (registered with ``register_activation_schemes``)."""
+
+    Options: ClassVar[type[OptionsModel]] = NoOptions
+
+    def __init__(self, options: OptionsModel) -> None:
+        self.options = options
+
+    @abstractmethod
+    def build(self, site: CallSiteSpec) -> BoundedActivation:
+        """The bounded module for ``site``, its bound shaped ``bound_shape(site.output_shape, site.granularity)``."""
+
+
+class ThresholdOptimizer(ABC):
+    """Sets or trains the bounds of bounded call sites (registered with ``register_threshold_optimizers``).
+
+    Use ``context.train`` and ``context.validation`` only; the test split never reaches a method.
+    """
+
+    Options: ClassVar[type[OptionsModel]] = NoOptions
+    #: Whether the bounds found depend on the deployment number format (a fault-driven search does).
+    format_dependent: ClassVar[bool] = False
+
+    def __init__(self, options: OptionsModel) -> None:
+        self.options = options
+
+    @abstractmethod
+    def fit(self, model: nn.Module, sites: Sequence[str], context: PrepareContext) -> dict[str, Any]:
+        """Set the bounds of the call sites ``sites`` (in execution order) of ``model`` in place; returns
+        metrics worth keeping (accuracies, bound statistics)."""
+
+
+def bounded_sites(model: nn.Module, sites: Sequence[str]) -> dict[str, BoundedActivation]:
+    """The bounded modules at ``sites``, by name."""
+    found = {}
+    for name in sites:
+        module = model.get_submodule(name)
+        if not isinstance(module, BoundedActivation):
+            raise TypeError(f"call site {name!r} holds {type(module).__name__}, not a BoundedActivation")
+        found[name] = module
+    return found
+
+
+def profiled_bound(profile: ActivationProfile, shape: Sequence[int], quantile: float | None = None) -> torch.Tensor:
+    """The bound a profile suggests for a bound of ``shape``: the maximum at that granularity.
+
+    A scalar bound is the maximum of the per-image maxima or, with ``quantile``, that quantile of them
+    (Ranger, Chen et al. 2021, Sec. III); channel and neuron bounds are the per-channel or per-neuron
+    maxima (FitAct, Ghavami et al., Sec. V: bounds start at the observed maxima).
+    """
+    if not shape:
+        value = profile.max if quantile is None else profile.image_max_quantile(quantile)
+        return torch.tensor(value, dtype=torch.float32)
+    if len(shape) == profile.neuron_max.dim() and tuple(shape) == tuple(profile.neuron_max.shape):
+        return profile.neuron_max.clone()
+    return profile.channel_max.reshape(shape).clone()
+
+
+def set_profiled_bounds(
+    model: nn.Module,
+    sites: Sequence[str],
+    context: PrepareContext,
+    *,
+    fraction: float = 1.0,
+    quantile: float | None = None,
+    ceil: bool = False,
+) -> dict[str, ActivationProfile]:
+    """Set every bound of ``sites`` to its profiled maximum over a seeded random ``fraction`` of the
+    training split (all bounds are profiled together, unbounded, then set). Returns the profiles."""
+    modules = bounded_sites(model, sites)
+    with torch.no_grad():
+        for module in modules.values():
+            module.bound.fill_(math.inf)
+    size = max(1, round(fraction * len(context.train)))  # type: ignore[arg-type]
+    data = random_subset(context.train, size, context.seed)
+    profiles = profile_activations(model, data, context.device, sites=list(sites), batch_size=context.batch_size,
+                                   seed=context.seed, value_samples=0)
+    with torch.no_grad():
+        for name, module in modules.items():
+            bound = profiled_bound(profiles[name], tuple(module.bound.shape), quantile)
+            module.bound.copy_(torch.ceil(bound) if ceil else bound)
+    return profiles

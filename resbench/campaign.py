@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from resbench.config import TrialPolicy
+from resbench.errors import blame_plugin
 from resbench.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
 from resbench.faults import FaultModel, FaultSites
 from resbench.injection import Injector
@@ -44,6 +45,8 @@ class CampaignPlan:
     cell_ids: list[str]
     policy: TrialPolicy
     trial_seed: Callable[[int], int]
+    #: (plugin, item label) of the fault model, named when its sampling raises
+    fault_model_item: tuple[str, str] = ("resbench.faults", "fault model")
 
 
 def trials_needed(accuracies: list[float], policy: TrialPolicy) -> bool:
@@ -86,7 +89,8 @@ def _trial_rows(
         pending = [index for index in needing if trial not in done[plan.cell_ids[index]]]
         if pending:
             seed = plan.trial_seed(trial)
-            all_sites = fault_model.sample(injector.layout, plan.bers, seed)
+            with blame_plugin(*plan.fault_model_item, "sample"):
+                all_sites = fault_model.sample(injector.layout, plan.bers, seed)
             for index in pending:
                 started = time.perf_counter()
                 metrics, reused = _run_trial(model, injector, all_sites[index], data, clean)

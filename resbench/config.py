@@ -202,8 +202,7 @@ def check_suite_names(suite: Suite, source: str) -> None:
         family = where.split("[")[0]
         registry = getattr(registries, "executors" if family == "executor" else _FAMILY_OF_FIELD[family])
         try:
-            entry, implied = registry.resolve(spec.name)
-            entry.make_options({**implied, **spec.options}, where=f"{source}: {where} ({spec.name})")
+            registry.options_for(spec.name, spec.options, where=f"{source}: {where} ({spec.name})")
         except UsageError as error:
             message = str(error)
             problems.append(message if message.startswith(source) else f"{source}: {where}: {message}")

@@ -209,19 +209,26 @@ class FaultModel(ABC):
         allowed = self.allowed_bits(layout)
         if layout.total_elements * allowed.size > _MAX_LINE:
             raise UsageError(f"a fault space of {layout.total_bits} bits is beyond the 2**42-bit limit")
-        return self._sample(layout, checked, allowed, _generators(seed, 2))
+        return self.sample_sites(layout, checked, allowed, _generators(seed, 2))
 
     @abstractmethod
-    def _sample(
+    def sample_sites(
         self,
         layout: FaultSpaceLayout,
         bers: list[float],
         allowed: np.ndarray,
         generators: list[np.random.Generator],
-    ) -> list[FaultSites]: ...
+    ) -> list[FaultSites]:
+        """What a fault model implements: one :class:`FaultSites` per BER of ``bers`` (checked, ascending).
 
-    def _sites(self, layout: FaultSpaceLayout, line: np.ndarray, allowed: np.ndarray, ber: float) -> FaultSites:
-        """Sites for bit-line positions ``line``."""
+        ``allowed`` holds the bit positions faults may hit (ascending); ``generators`` are two numpy
+        generators seeded from the trial seed (use them for every draw, so a trial replays). Sites at a
+        lower BER must be a subset of those at a higher one. :meth:`sites_at` turns positions on the
+        canonical bit line (``element * len(allowed) + index into allowed``) into sites.
+        """
+
+    def sites_at(self, layout: FaultSpaceLayout, line: np.ndarray, allowed: np.ndarray, ber: float) -> FaultSites:
+        """Sites for positions ``line`` of the canonical bit line (see the module docstring)."""
         return FaultSites(layout, line // allowed.size, allowed[line % allowed.size], self.kind, ber)
 
 
@@ -233,7 +240,7 @@ class BernoulliFaults(FaultModel):
         self.kind = kind
         self.name = "bitflip" if kind == "flip" else kind
 
-    def _sample(
+    def sample_sites(
         self,
         layout: FaultSpaceLayout,
         bers: list[float],
@@ -243,10 +250,10 @@ class BernoulliFaults(FaultModel):
         highest = bers[-1]
         if highest == 0.0:
             empty = np.zeros(0, dtype=np.int64)
-            return [self._sites(layout, empty, allowed, ber) for ber in bers]
+            return [self.sites_at(layout, empty, allowed, ber) for ber in bers]
         gaps, thinning = generators
         line, u = _bernoulli_line(gaps, thinning, layout.total_elements * allowed.size, highest)
-        return [self._sites(layout, line[u < ber / highest], allowed, ber) for ber in bers]
+        return [self.sites_at(layout, line[u < ber / highest], allowed, ber) for ber in bers]
 
 
 class CountFaults(FaultModel):
@@ -254,7 +261,7 @@ class CountFaults(FaultModel):
 
     name = "bitflip-count"
 
-    def _sample(
+    def sample_sites(
         self,
         layout: FaultSpaceLayout,
         bers: list[float],
@@ -264,7 +271,7 @@ class CountFaults(FaultModel):
         length = layout.total_elements * allowed.size
         counts = [round(ber * length) for ber in bers]
         order = generators[0].choice(length, size=counts[-1], replace=False, shuffle=True)
-        return [self._sites(layout, order[:count], allowed, ber) for ber, count in zip(bers, counts, strict=True)]
+        return [self.sites_at(layout, order[:count], allowed, ber) for ber, count in zip(bers, counts, strict=True)]
 
 
 class LegacyCountFaults(FaultModel):
@@ -276,7 +283,7 @@ class LegacyCountFaults(FaultModel):
 
     name = "rrelu-legacy"
 
-    def _sample(
+    def sample_sites(
         self,
         layout: FaultSpaceLayout,
         bers: list[float],
@@ -294,7 +301,7 @@ class LegacyCountFaults(FaultModel):
         sites = []
         for ber in bers:
             counts = np.array([int(n * ber) for n in lengths.tolist()], dtype=np.int64)
-            sites.append(self._sites(layout, line[rank < counts[tensor]], allowed, ber))
+            sites.append(self.sites_at(layout, line[rank < counts[tensor]], allowed, ber))
         return sites
 
 
@@ -338,8 +345,5 @@ def register_fault_models(register: Register) -> None:
 
 def resolve_fault_model(name: str, options: dict[str, Any] | None = None) -> FaultModel:
     """The fault model called ``name`` built with ``options``; bad input raises :class:`UsageError`."""
-    entry = get_registries().faults.get(name)
-    made = entry.item(entry.make_options(options, where=f"fault model {name}"))
-    if not isinstance(made, FaultModel):
-        raise UsageError(f"fault model {name!r} from plugin {entry.plugin!r} is not a FaultModel")
+    made: FaultModel = get_registries().faults.build(name, options, where=f"fault model {name}").value
     return made

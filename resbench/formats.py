@@ -289,13 +289,5 @@ def resolve_format(name: str, options: dict[str, Any] | None = None) -> NumberFo
 
     Unknown names and invalid options raise :class:`UsageError` with one clear line.
     """
-    entry, implied = get_registries().formats.resolve(name)
-    given = dict(options or {})
-    for key, value in implied.items():
-        if key in given and given[key] != value:
-            raise UsageError(f"format {name!r}: option {key}={given[key]!r} contradicts the name")
-    validated = entry.make_options({**given, **implied}, where=f"format {name}")
-    made = entry.item(validated)
-    if not isinstance(made, NumberFormat):
-        raise UsageError(f"format {name!r} from plugin {entry.plugin!r} is not a NumberFormat")
+    made: NumberFormat = get_registries().formats.build(name, options, where=f"format {name!r}").value
     return made

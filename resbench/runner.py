@@ -38,6 +38,7 @@ from resbench.evaluation import (
     predictions_of,
     trial_metrics,
 )
+from resbench.faults import resolve_fault_model
 from resbench.faultspace import FaultSpace, FaultSpaceLayout, FaultSpaceOptions
 from resbench.formats import NumberFormat, resolve_format
 from resbench.injection import Injector
@@ -158,9 +159,8 @@ class _Runner:
         return self.summary
 
     def _executor(self) -> Any:
-        entry, implied = self.registries.executors.resolve(self.suite.executor.name)
-        options = entry.make_options({**implied, **self.suite.executor.options}, where="executor")
-        return entry.item(options)
+        spec = self.suite.executor
+        return self.registries.executors.build(spec.name, spec.options, where="executor").value
 
     def _load_datasets(self) -> list[tuple[ComponentSpec, DatasetSplits]]:
         """Every dataset's splits (a missing data root is found here) and, given a checkpoint, a check
@@ -203,7 +203,8 @@ class _Runner:
                     prepared_once = self._prepare(group, splits, baseline, number_format)
                 prepared, prepare_seconds = prepared_once
                 started = time.perf_counter()
-                deployed = self._deploy(prepared, number_format, data)
+                with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
+                    deployed = self._deploy(prepared, number_format, data)
                 self._phase("deploy", time.perf_counter() - started)
                 baseline_seconds, protected_seconds = _paired_timing(baseline, deployed.model, data)
                 # What every cell of the group shares; each cell adds its identity (see _cell).
@@ -376,9 +377,7 @@ class _Runner:
     def _campaign(
         self, deployed: _Deployed, data: EvaluationData, group: _Group, fault_spec: ComponentSpec, template: CellRecord
     ) -> None:
-        entry, implied = self.registries.faults.resolve(fault_spec.name)
-        options = entry.make_options({**implied, **fault_spec.options}, where=f"fault {fault_spec.name}")
-        fault_model = entry.item(options)
+        fault_model = resolve_fault_model(fault_spec.name, fault_spec.options)
         clean_cell = self._cell(group, fault_spec, 0.0, template)
         cells = [self._cell(group, fault_spec, ber, template) for ber in self.suite.bers]
         for cell in [clean_cell, *cells]:
@@ -388,8 +387,10 @@ class _Runner:
             [TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, (), {})],
             self.summary.run_id,
         )
+        fault_entry, _ = self.registries.faults.resolve(fault_spec.name)
         plan = CampaignPlan(list(self.suite.bers), [c.cell_id for c in cells], self.suite.trials,
-                            self._trial_seed(group, fault_spec))
+                            self._trial_seed(group, fault_spec),
+                            fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"))
         self.summary.cells += len(cells) + 1
         stored = self.store.trial_accuracies(plan.cell_ids)
         self.summary.trials_skipped += sum(len(found) for found in stored.values())
@@ -422,8 +423,7 @@ def check_fault_formats(suite: Suite, source: str) -> None:
         number_format = resolve_format(format_spec.name, format_spec.options)
         layout = FaultSpaceLayout(("probe",), (1,), number_format.bits_per_element, number_format.bit_fields())
         for fault_spec in suite.faults:
-            entry, implied = registries.faults.resolve(fault_spec.name)
-            fault_model = entry.item(entry.make_options({**implied, **fault_spec.options}, where=source))
+            fault_model = registries.faults.build(fault_spec.name, fault_spec.options, where=source).value
             try:
                 fault_model.allowed_bits(layout)
             except UsageError as error:

@@ -328,8 +328,7 @@ def baseline_key(
     """Everything that determines a trained baseline (the artifact cache key)."""
     from resbench.plugins import get_registries
 
-    entry, implied = get_registries().models.resolve(model_name)
-    validated = entry.make_options({**implied, **model_options}, where=f"model {model_name}")
+    _, validated = get_registries().models.options_for(model_name, model_options, where=f"model {model_name}")
     return {
         "model": model_name,
         "model_options": validated.model_dump(mode="json"),

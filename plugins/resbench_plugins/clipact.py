@@ -163,7 +163,7 @@ class FtClipActSearch(ThresholdOptimizer):
     @staticmethod
     def _search(bound: torch.Tensor, scorer: _FaultScorer, options: FtClipActSearchOptions) -> dict[str, Any]:
         """Shrink [0, max] around the best of evenly spaced candidates; the bound ends at the best found."""
-        low, high = 0.0, float(bound)
+        low, high = 0.0, float(bound.detach())
         previous: np.ndarray | None = None
         rounds = 0
         best_value, best_score = high, -np.inf

@@ -6,6 +6,7 @@ import argparse
 import difflib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,11 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_cause(error: BaseException) -> None:
+    """With ``-v``: the traceback of what a plugin raised (the cause of a one-line error)."""
+    if error.__cause__ is not None:
+        traceback.print_exception(error.__cause__, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in arguments or "--verbose" in arguments
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
         logging.basicConfig(
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(levelname)s %(name)s: %(message)s",
@@ -61,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.handler(args))
     except ResbenchError as error:
+        if verbose:
+            _print_cause(error)
         print(f"resbench: error: {error}", file=sys.stderr)
         return error.exit_status
     except OSError as error:  # a disk, permission or file-system failure while running: one line, no traceback

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resbench.errors import UsageError
+from resbench.errors import UsageError, blame_plugin
 from resbench.plugins import get_registries, hookimpl
 from resbench.store import DEFAULT_STORE, ResultStore
 
@@ -86,7 +86,9 @@ class LeaderboardCommand:
     def run(self, args: argparse.Namespace) -> int:
         """Render the tables in the chosen format."""
         tables, _ = load_leaderboard(args.store)
-        text = get_registries().reports.get(args.format).item(tables)
+        entry = get_registries().reports.get(args.format)
+        with blame_plugin(entry.plugin, f"report format {entry.name!r}", "render"):
+            text = entry.item(tables)
         if args.output:
             write_text_atomically(args.output, text)
         else:

@@ -58,7 +58,8 @@ def load_dataset(name: str, options: dict[str, Any] | None = None, data_root: Pa
     """
     from resbench.plugins import get_registries
 
-    entry, implied = get_registries().datasets.resolve(name)
-    validated = entry.make_options({**implied, **(options or {})}, where=f"dataset {name}")
-    splits: DatasetSplits = entry.item(validated, Path(data_root) if data_root is not None else None)
+    root = Path(data_root) if data_root is not None else None
+    built = get_registries().datasets.build(name, options, where=f"dataset {name}",
+                                            call=lambda factory, validated: factory(validated, root))
+    splits: DatasetSplits = built.value
     return splits

@@ -50,9 +50,10 @@ def build_model(
     """
     from resbench.plugins import get_registries
 
-    entry, implied = get_registries().models.resolve(name)
-    validated = entry.make_options({**implied, **(options or {})}, where=f"model {name}")
-    model: nn.Module = entry.item(tuple(image_shape), int(num_classes), validated)
+    shape, classes = tuple(image_shape), int(num_classes)
+    built = get_registries().models.build(name, options, where=f"model {name}",
+                                          call=lambda factory, validated: factory(shape, classes, validated))
+    model: nn.Module = built.value
     return model
 
 

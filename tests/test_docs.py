@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pluggy
 import pytest
 import torch
+import yaml
 
 from resbench import hookspecs
 from resbench.plugins import DISABLE_PLUGINS_VARIABLE, ENTRY_POINT_GROUP, FAMILIES
@@ -77,13 +81,20 @@ def _examples(section: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
 
 
-@pytest.mark.parametrize("hook", sorted(HOOKS))
-def test_hook_example_runs_and_registers(hook: str) -> None:
-    """Run the section's example module and call its hook implementation the way resbench does."""
+def _example_module(hook: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The section's example, imported as a module (as a plugin's module would be)."""
     examples = _examples(_sections()[hook])
     assert len(examples) == 1, f"the {hook} section needs one python example"
-    namespace: dict[str, Any] = {"__name__": f"resbench_docs_example_{hook}"}
-    exec(compile(examples[0], f"docs/plugins.md ({hook})", "exec"), namespace)
+    module = ModuleType(f"resbench_docs_example_{hook}")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(examples[0], f"docs/plugins.md ({hook})", "exec"), module.__dict__)
+    return module
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS))
+def test_hook_example_runs_and_registers(hook: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the section's example module and call its hook implementation the way resbench does."""
+    namespace = _example_module(hook, monkeypatch).__dict__
     implementation = namespace.get(hook)
     assert implementation is not None, f"the {hook} example does not define {hook}()"
     assert hasattr(implementation, f"{hookspecs.PROJECT_NAME}_impl"), "hook implementations need @hookimpl"
@@ -113,3 +124,42 @@ def test_packaging_and_disabling_are_documented() -> None:
     assert f"[project.entry-points.{ENTRY_POINT_GROUP}]" in text
     assert f"{DISABLE_PLUGINS_VARIABLE}=1" in text
     assert "plugins/example-plugin/" in text
+
+
+# The method-side examples, installed as plugins and run through ``resbench run`` as a user would:
+# hook -> (the suite's methods, its faults).
+RUN_EXAMPLES = {
+    "register_activation_schemes": ("[none, {name: recipe, activation: decay-above, optimizer: profile-max}]",
+                                    "[bitflip]"),
+    "register_threshold_optimizers": ("[none, {name: recipe, activation: clamp, optimizer: quantile-bounds}]",
+                                      "[bitflip]"),
+    "register_methods": ("[none, ranger-q99]", "[bitflip]"),
+    "register_fault_models": ("[none]", "[word-burst]"),
+}
+
+
+@pytest.mark.parametrize("hook", sorted(RUN_EXAMPLES))
+def test_method_side_examples_run_through_resbench_run(hook: str, monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    from resbench import plugins
+    from resbench.cli import main
+    from resbench.store import ResultStore
+
+    module = _example_module(hook, monkeypatch)
+    monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", (*plugins.BUILTIN_PLUGINS, module.__name__))
+    plugins.reset_registries()
+    methods, faults = RUN_EXAMPLES[hook]
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("datasets: [{name: synthetic, train_size: 128, test_size: 32, separation: 3.0}]\n"
+                     "models: [test-cnn]\nbers: [1.0e-3, 1.0e-2]\ntrials: 2\ntraining: {epochs: 1}\n"
+                     f"methods: {methods}\nfaults: {faults}\n", encoding="utf-8")
+    status = main(["run", str(suite), "--store", str(tmp_path / "r.sqlite"), "--cache-dir", str(tmp_path / "cache"),
+                   "--report-dir", str(tmp_path / "reports"), "--no-progress"])
+    assert status == 0
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        cells = store.cells_frame()
+    assert len(set(cells["method"])) == len(yaml.safe_load(methods))
+    assert set(cells[cells["ber"] > 0]["fault_model"]) == {faults.strip("[]")}
+    if hook != "register_fault_models":  # the example's method stores its bounds: they joined the fault space
+        protected = cells[cells["method"] != "none"].iloc[0]
+        assert any(entry["kind"] == "method" for entry in json.loads(protected["fault_space"]))

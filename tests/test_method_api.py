@@ -116,7 +116,7 @@ def test_a_factory_returning_the_wrong_type_is_named(add_plugin: Callable[..., N
 def test_every_family_checks_what_its_factories_return(family: str) -> None:
     registry: Registry[Any] = plugins.get_registries().families[family]
     registry.add("wrong-type", lambda *arguments: object(), "test-plugin")
-    with pytest.raises(PluginError, match="test-plugin.*wrong-type.*the factory returned object"):
+    with pytest.raises(PluginError, match=r"test-plugin.*wrong-type.*the factory returned object"):
         registry.build("wrong-type", call=lambda factory, options: factory(options))
 
 

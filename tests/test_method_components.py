@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from resbench_plugins.clipact import ZeroAboveActivation, area_under_accuracy
+from resbench_plugins.fitact import FitReLUActivation
+from resbench_plugins.ranger import ClampedActivation
 from torch import nn
 
 from resbench.cache import ArtifactCache
@@ -25,9 +28,6 @@ from resbench.methods import (
 from resbench.methods.base import Method
 from resbench.plugins import get_registries
 from resbench.training import load_or_train_baseline
-from resbench_plugins.clipact import ZeroAboveActivation, area_under_accuracy
-from resbench_plugins.fitact import FitReLUActivation
-from resbench_plugins.ranger import ClampedActivation
 
 
 def _bounded(cls: type[BoundedActivation], bound: float, **keywords: Any) -> BoundedActivation:
@@ -101,12 +101,13 @@ def _context(splits: DatasetSplits, format_name: str = "fp32") -> PrepareContext
                           number_format=resolve_format(format_name), batch_size=64)
 
 
-def _prepared(method_spec: dict[str, Any] | str, model: nn.Module, splits: DatasetSplits) -> tuple[nn.Module, dict[str, Any]]:
+def _prepared(
+    method_spec: dict[str, Any] | str, model: nn.Module, splits: DatasetSplits
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build and fit a method (by suite spec) on a copy of ``model``, as the runner does."""
     spec = {"name": method_spec} if isinstance(method_spec, str) else method_spec
     built = get_registries().methods.build(spec["name"], {k: v for k, v in spec.items() if k != "name"})
     method: Method = built.value
-    import copy
-
     context = _context(splits)
     prepared = method.build(copy.deepcopy(model), context)
     metrics = method.fit(prepared, context)

@@ -54,13 +54,15 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_method_runs_on_every_test_model(method: str, tmp_path: Path, shared_cache: Path) -> None:
     suite = parse_suite({
         "datasets": [{"name": "synthetic", "train_size": 192, "test_size": 48, "separation": 3.0}],
-        "models": TEST_MODELS, "methods": ["none"] if method == "none" else ["none", _spec(method)], "formats": ["fp32", "q15.16"],
+        "models": TEST_MODELS, "methods": ["none"] if method == "none" else ["none", _spec(method)],
+        "formats": ["fp32", "q15.16"],
         "faults": ["bitflip"], "bers": [1e-4, 1e-2], "trials": 2, "training": {"epochs": 2},
     }, "sweep")
     settings = RunSettings(store=tmp_path / "r.sqlite", device=torch.device("cpu"), cache_dir=shared_cache,
                            progress=False)
     summary = run_suite(suite, settings)
-    assert summary.trials_run == 2 * 2 * 2 * (1 if method == "none" else 2) * 2  # models x formats x methods x BERs x trials
+    methods = 1 if method == "none" else 2
+    assert summary.trials_run == len(TEST_MODELS) * 2 * methods * 2 * 2  # models, formats, methods, BERs, trials
     with ResultStore(tmp_path / "r.sqlite") as store:
         cells, trials = store.cells_frame(), store.trials_frame()
     tables = build_leaderboard(cells, trials)

@@ -52,6 +52,7 @@ def display_frame(table: LeaderboardTable) -> pd.DataFrame:
             {
                 "AUC": _number(row["auc"], 3),
                 "tolerable BER": MISSING if math.isnan(tolerable) else format_ber(tolerable),
+                "added values": str(int(row["added_values"])),
                 "added bits %": _number(row["added_bits_pct"], 2),
                 "overhead %": _number(row["overhead_pct"]),
                 "prepare s": _number(row["prepare_s"]),

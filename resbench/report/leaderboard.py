@@ -8,6 +8,7 @@ Columns (``results/README.md`` explains each for readers):
   accuracy and by the grid's width in decades, so 1.0 means no loss anywhere on the grid.
 * ``tolerable_ber``: the largest BER of the grid at which mean accuracy, and that at every smaller BER,
   stays within 1 point of clean accuracy.
+* ``added_values``: stored values the method adds to the fault space (bounds, thresholds).
 * ``added_bits_pct``: stored bits the method adds to the fault space, relative to the unprotected model.
 * ``overhead_pct``: clean inference time relative to the unprotected model.
 * ``prepare_s``: time spent preparing the method (profiling, search, post-training).
@@ -124,6 +125,7 @@ def _method_row(method: str, cells: pd.DataFrame, trials: pd.DataFrame, bers: li
     baseline_bits = int(first["baseline_bits"])
     row["auc"] = _resilience_auc(bers, means, clean)
     row["tolerable_ber"] = _tolerable_ber(bers, means, clean)
+    row["added_values"] = _added_values(str(first["fault_space"]))
     row["added_bits_pct"] = 100 * (int(first["stored_bits"]) - baseline_bits) / baseline_bits if baseline_bits else 0.0
     baseline_seconds = float(first["baseline_eval_seconds"])
     row["overhead_pct"] = (
@@ -135,6 +137,11 @@ def _method_row(method: str, cells: pd.DataFrame, trials: pd.DataFrame, bers: li
     row["citation"] = str(first["citation"])
     row["notes"] = str(first["notes"])
     return row
+
+
+def _added_values(fault_space: str) -> int:
+    """Stored values the method adds (its tensors in the cell's fault space: bounds, thresholds)."""
+    return sum(math.prod(entry["shape"]) for entry in json.loads(fault_space) if entry["kind"] == "method")
 
 
 def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[LeaderboardTable]:

@@ -68,6 +68,8 @@ def describe_options(model: type[Options]) -> list[dict[str, Any]]:
     described = []
     for name, field in model.model_fields.items():
         default = None if field.is_required() else field.get_default(call_default_factory=True)
+        if isinstance(default, pydantic.BaseModel):  # a recipe's component: shown as in suites and tables
+            default = getattr(default, "label", None) or default.model_dump(mode="json")
         described.append(
             {
                 "name": name,

@@ -76,7 +76,7 @@ def test_text_formats(tables: tuple[list[LeaderboardTable], pd.DataFrame]) -> No
     assert csv_lines[0].startswith("fault_model,format,model,dataset,method")
     assert len(csv_lines) == 3
     latex = render_latex(board)
-    assert "\\begin{tabular}" in latex and "$\\pm$" in latex
+    assert "\\begin{tabular}" in latex and "none & \\textbf{99.0}" in latex  # the best clean accuracy, bold
 
 
 class _Checker(HTMLParser):
@@ -90,7 +90,8 @@ class _Checker(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.seen.add(tag)
-        self.external += [value or "" for name, value in attrs if name in {"src", "href"}]
+        # Anything the browser would fetch: src attributes and <link> (a citation's <a href> is not fetched).
+        self.external += [value or "" for name, value in attrs if name == "src" or (tag == "link" and name == "href")]
         if tag not in {"meta", "br", "img", "link"}:
             self.stack.append(tag)
 
@@ -106,7 +107,8 @@ def test_html_is_a_valid_self_contained_page(tables: tuple[list[LeaderboardTable
     checker.feed(page)
     assert checker.stack == []
     assert {"html", "head", "body", "table", "style", "title"} <= checker.seen
-    assert checker.external == [] and "<script" not in page
+    assert checker.external == [] and "<script src" not in page
+    assert page.count("<svg") == len(tables[0]) and "polygon" in page  # a figure with interval bands per setup
 
 
 def test_figures_written_as_png_and_svg(tables: tuple[list[LeaderboardTable], pd.DataFrame], tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -61,16 +63,55 @@ def _umask() -> int:
 
 
 def load_leaderboard(store_path: Path) -> tuple[list[LeaderboardTable], Any]:
-    """Leaderboard tables and the trial frame of the store at ``store_path``."""
+    """Leaderboard tables, each with the provenance of its cells, and the trial frame of the store."""
     from resbench.report.leaderboard import build_leaderboard  # scipy is slow to import: only when needed
 
     with ResultStore.open_existing(store_path) as store:
-        cells, trials = store.cells_frame(), store.trials_frame()
-    return build_leaderboard(cells, trials), trials
+        cells, trials, runs = store.cells_frame(), store.trials_frame(), store.runs_frame()
+    tables = build_leaderboard(cells, trials)
+    return [dataclasses.replace(table, provenance=_provenance(table, cells, runs)) for table in tables], trials
+
+
+def _provenance(table: LeaderboardTable, cells: Any, runs: Any) -> dict[str, Any]:
+    """Versions, suites, seeds and dates of the runs that produced ``table``'s cells."""
+    own = cells[cells["cell_id"].isin(table.cell_ids)]
+    used = runs[runs["run_id"].isin(own["run_id"])]
+    plugins = {f"{name} {version}" for text in used["plugins"] for name, version in json.loads(text).items()}
+    return {
+        "resbench (results)": sorted(set(used["resbench_version"])),
+        "plugins": sorted(plugins),
+        "suites": sorted(f"{suite} v{version}" for suite, version in zip(used["suite"], used["suite_version"],
+                                                                          strict=True)),
+        "seeds": sorted({str(seed) for seed in own["seed"]}),
+        "torch": sorted(set(used["torch_version"])),
+        "devices": sorted(set(used["device"])),
+        "git revisions": sorted({str(revision) for revision in used["git_revision"] if revision}),
+        "run dates": sorted({str(date)[:10] for date in used["started"]}),
+    }
 
 
 def _add_store_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"results store (default {DEFAULT_STORE})")
+
+
+def select_bers(tables: list[LeaderboardTable], text: str) -> list[LeaderboardTable]:
+    """The tables with only the BER columns listed in ``text`` (comma-separated); others are bad input."""
+    try:
+        wanted = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--bers: expected comma-separated numbers such as 1e-6,1e-5, got {text!r}") from None
+    if not wanted:
+        raise UsageError("--bers: name at least one BER")
+    selected = []
+    for table in tables:
+        kept = [ber for ber in table.bers if any(abs(ber - value) <= 1e-9 * ber for value in wanted)]
+        missing = [value for value in wanted if not any(abs(ber - value) <= 1e-9 * ber for ber in table.bers)]
+        if missing:
+            grid = ", ".join(f"{ber:g}" for ber in table.bers)
+            raise UsageError(f"--bers: {', '.join(f'{v:g}' for v in missing)} not in the grid of "
+                             f"{table.title} ({grid})")
+        selected.append(dataclasses.replace(table, bers=kept))
+    return selected
 
 
 class LeaderboardCommand:
@@ -82,13 +123,24 @@ class LeaderboardCommand:
         formats = get_registries().reports.names()
         parser.add_argument("--format", default="md", choices=formats, help="output format (default md)")
         parser.add_argument("--output", type=Path, help="write to this file instead of printing")
+        parser.add_argument("--bers", help="show only these BER columns, e.g. 1e-6,1e-5 (each must be in the grid)")
+        parser.add_argument("--standalone", action="store_true",
+                            help="with --format latex: a complete document that compiles on its own")
 
     def run(self, args: argparse.Namespace) -> int:
         """Render the tables in the chosen format."""
+        if args.standalone and args.format != "latex":
+            raise UsageError("--standalone needs --format latex")
         tables, _ = load_leaderboard(args.store)
+        if args.bers is not None:
+            tables = select_bers(tables, args.bers)
         entry = get_registries().reports.get(args.format)
         with blame_plugin(entry.plugin, f"report format {entry.name!r}", "render"):
             text = entry.item(tables)
+        if args.standalone:
+            from resbench.report.latex import standalone_document
+
+            text = standalone_document(text)
         if args.output:
             write_text_atomically(args.output, text)
         else:

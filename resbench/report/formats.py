@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import math
@@ -12,6 +11,8 @@ import pandas as pd
 
 from resbench import __version__
 from resbench.plugins import hookimpl
+from resbench.report.html import render_html
+from resbench.report.latex import render_latex
 from resbench.report.leaderboard import LeaderboardTable, format_ber
 
 MISSING = "\u2013"  # an en dash marks a value that does not exist
@@ -71,9 +72,19 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def _legend(table: LeaderboardTable) -> str:
+    """The short legend under a markdown table."""
+    low, high = int(table.rows["trials_min"].min()), int(table.rows["trials_max"].max())
+    trials = f"{low}" if low == high else f"{low} to {high}"
+    return (f"*Accuracy in %: mean over {trials} trials per BER (one sampled fault pattern each) ± the half-width of "
+            f"its 95% confidence interval; faults ({table.fault_model}) in the stored {table.format} values. "
+            "Columns are defined in results/README.md.*")
+
+
 def render_markdown(tables: list[LeaderboardTable]) -> str:
-    """One markdown section per table; accuracy in percent, mean ± 95% CI half-width."""
-    sections = [f"## {table.title}\n\n{_markdown_table(display_frame(table))}\n" for table in tables]
+    """One markdown section per table, with a short legend under it."""
+    sections = [f"## {table.title}\n\n{_markdown_table(display_frame(table))}\n\n{_legend(table)}\n"
+                for table in tables]
     return "\n".join(sections) if sections else "No results in the store.\n"
 
 
@@ -116,57 +127,6 @@ def render_json(tables: list[LeaderboardTable]) -> str:
         for table in tables
     ]
     return json.dumps({"resbench_version": __version__, "tables": records}, indent=2)
-
-
-def _latex_escape(text: str) -> str:
-    for plain, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                           ("±", r"$\pm$"), (MISSING, "--")):
-        text = text.replace(plain, escaped)
-    return text
-
-
-def render_latex(tables: list[LeaderboardTable]) -> str:
-    """One ``tabular`` per table (booktabs rules), ready to paste into a paper."""
-    parts = []
-    for table in tables:
-        frame = display_frame(table).drop(columns=["citation"])
-        columns = "l" + "r" * (len(frame.columns) - 1)
-        lines = [f"% {table.title}", f"\\begin{{tabular}}{{{columns}}}", "\\toprule",
-                 " & ".join(_latex_escape(str(c)) for c in frame.columns) + r" \\", "\\midrule"]
-        lines += [" & ".join(_latex_escape(str(v)) for v in row) + r" \\" for row in frame.values]
-        lines += ["\\bottomrule", "\\end{tabular}", ""]
-        parts.append("\n".join(lines))
-    return "\n".join(parts)
-
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
-table { border-collapse: collapse; margin-bottom: 2rem; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
-th:first-child, td:first-child, td:last-child { text-align: left; }
-thead th { background: #f0f0f0; }
-"""
-
-
-def render_html(tables: list[LeaderboardTable]) -> str:
-    """A self-contained HTML page (inline style, no scripts or external resources)."""
-    sections = []
-    for table in tables:
-        frame = display_frame(table)
-        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in frame.values
-        )
-        sections.append(
-            f"<h2>{html.escape(table.title)}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        )
-    content = "\n".join(sections) or "<p>No results in the store.</p>"
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>resbench leaderboard</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f"<h1>resbench leaderboard</h1>\n<p>Accuracy in percent: mean ± 95% confidence half-width over trials. "
-        f"resbench {html.escape(__version__)}.</p>\n{content}\n</body>\n</html>\n"
-    )
 
 
 @hookimpl

@@ -26,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,8 @@ class LeaderboardTable:
     rows: pd.DataFrame
     cell_ids: tuple[str, ...] = ()
     setup: str = ""
+    #: Where the results come from (versions, suites, seeds, dates), for page footers; filled by the caller.
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def title(self) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from resbench import __version__
 from resbench.plugins import hookimpl
-from resbench.report.html import render_html
+from resbench.report.html import citation_link, render_html, short_citation
 from resbench.report.latex import render_latex
 from resbench.report.leaderboard import LeaderboardTable, format_ber
 
@@ -81,10 +81,19 @@ def _legend(table: LeaderboardTable) -> str:
             "Columns are defined in results/README.md.*")
 
 
+def _markdown_citation(text: str) -> str:
+    """``[Chen et al., DSN 2021](link)``: short, linked to the paper."""
+    link = citation_link(text)
+    return f"[{short_citation(text)}]({link})" if link else short_citation(text)
+
+
 def render_markdown(tables: list[LeaderboardTable]) -> str:
     """One markdown section per table, with a short legend under it."""
-    sections = [f"## {table.title}\n\n{_markdown_table(display_frame(table))}\n\n{_legend(table)}\n"
-                for table in tables]
+    sections = []
+    for table in tables:
+        frame = display_frame(table)
+        frame["citation"] = frame["citation"].map(_markdown_citation)
+        sections.append(f"## {table.title}\n\n{_markdown_table(frame)}\n\n{_legend(table)}\n")
     return "\n".join(sections) if sections else "No results in the store.\n"
 
 

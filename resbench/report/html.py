@@ -19,7 +19,7 @@ from resbench import __version__
 from resbench.report.columns import column_help
 from resbench.report.leaderboard import LeaderboardTable, format_ber
 
-__all__ = ["render_html"]
+__all__ = ["citation_link", "render_html", "short_citation"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
@@ -178,7 +178,13 @@ def _figure(table: LeaderboardTable, colors: dict[str, str]) -> str:
 _CITATION = re.compile(r"^(?P<authors>[^\u201c]+),\s*\u201c(?P<title>[^\u201d]+)\u201d,\s*(?P<venue>[^,]+)")
 
 
-def _short_citation(text: str) -> str:
+def citation_link(text: str) -> str | None:
+    """The first link in a citation, if it has one."""
+    match = _URL.search(text)
+    return match.group() if match else None
+
+
+def short_citation(text: str) -> str:
     """``Hoang et al., DATE 2020`` from a full citation (``authors, \u201ctitle\u201d, venue year, link``)."""
     match = _CITATION.match(text)
     if not match:
@@ -190,9 +196,9 @@ def _short_citation(text: str) -> str:
 
 def _citation_cell(text: str) -> str:
     """The citation, short, linked to the paper when it has a link; the full reference on hover."""
-    short = _escape(_short_citation(text))
-    match = _URL.search(text)
-    shown = f'<a href="{_escape(match.group())}" rel="noopener">{short}</a>' if match else short
+    short = _escape(short_citation(text))
+    link = citation_link(text)
+    shown = f'<a href="{_escape(link)}" rel="noopener">{short}</a>' if link else short
     return f'<td class="citation" title="{_escape(text)}">{shown}</td>'
 
 

@@ -226,3 +226,15 @@ def test_ftclipact_scores_by_trapezoid_on_an_even_axis_and_finds_layer_threshold
         bound = bounded_sites(fitted, sites)[name].bound.detach().item()
         assert bound == pytest.approx(found["bound"])
         assert 0.0 <= bound <= bounded_sites(profiled, sites)[name].bound.detach().item() + 1e-6
+
+
+@pytest.mark.parametrize("method", ["fitact", "proact", "clipact"])
+def test_preparation_is_deterministic_for_a_seed(trained: tuple[nn.Module, DatasetSplits], method: str) -> None:
+    model, splits = trained
+    spec: dict[str, Any] = {"name": method}
+    if method == "clipact":
+        spec["optimizer"] = {"name": "ftclipact-search", "draws": 1, "max_rounds": 3}
+    first, _ = _prepared(spec, model, splits)
+    second, _ = _prepared(spec, model, splits)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name

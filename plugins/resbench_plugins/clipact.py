@@ -16,6 +16,7 @@ import numpy as np
 import pydantic
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from resbench.config import ComponentSpec
 from resbench.datasets.base import random_subset
@@ -154,7 +155,7 @@ class FtClipActSearch(ThresholdOptimizer):
         scorer = _FaultScorer(search_model, context, options)
         search_modules = bounded_sites(search_model, sites)
         found: dict[str, dict[str, Any]] = {}
-        for name in sites:
+        for name in tqdm(sites, desc="ftclipact-search", unit="site", disable=not context.progress, leave=False):
             found[name] = self._search(search_modules[name].bound, scorer, options)
             with torch.no_grad():
                 modules[name].bound.fill_(found[name]["bound"])

@@ -58,7 +58,8 @@ footer { font-size: 0.8rem; color: #555; border-top: 1px solid #ddd; margin-top:
 footer dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.1rem 1rem; }
 footer dd { margin: 0; overflow-wrap: anywhere; }
 @media (max-width: 700px) { body { margin: 0.6rem; } figure { flex-basis: 100%; } }
-@media print { .controls { display: none; } section.setup { break-inside: avoid; } thead th { position: static; } }
+@media print { .controls { display: none; } section.setup { break-inside: avoid; } thead th { position: static; }
+               .scroll { overflow: visible; } table { font-size: 0.65rem; } th, td { padding: 0.1rem 0.25rem; } }
 """
 
 _SCRIPT = """

@@ -56,8 +56,9 @@ class FitReLUOptions(Options):
 class FitReLUActivation(BoundedActivation):
     """FitReLU (FitAct eq. 6): ``y = max(0, x - x / (1 + exp(k (x - b))))`` with ``k = -slope``.
 
-    Equivalently ``y = a * (1 - sigmoid(slope * (a - b)))`` with ``a = act(x)``: about ``a`` below the
-    bound, about 0 above it, and differentiable in ``b`` (so bounds can be trained).
+    Equivalently ``y = a * (1 - sigmoid(slope * (a - b))) = a * sigmoid(slope * (b - a))`` with
+    ``a = act(x)``: about ``a`` below the bound, about 0 above it, and differentiable in ``b`` (so bounds
+    can be trained).
     """
 
     def __init__(self, activation: nn.Module, shape: Sequence[int], slope: float) -> None:
@@ -65,7 +66,7 @@ class FitReLUActivation(BoundedActivation):
         self.slope = slope
 
     def limit(self, activated: torch.Tensor) -> torch.Tensor:
-        return activated * (1.0 - torch.sigmoid(self.slope * (activated - self.bound)))
+        return activated * torch.sigmoid(self.slope * (self.bound - activated))
 
 
 class FitReLU(ActivationScheme):

@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 
 from resbench.cache import ArtifactCache
-from resbench.campaign import CampaignPlan, CleanReference, run_campaign
 from resbench.config import TrialPolicy
 from resbench.datasets import load_dataset
-from resbench.evaluation import EvaluationData, load_evaluation_data, predict_logits, predictions_of, trial_metrics
 from resbench.faults import resolve_fault_model
 from resbench.formats import resolve_format
 from resbench.injection import Injector
-from resbench.store import CellRecord, ResultStore
+from resbench.run.campaign import CampaignPlan, CleanReference, run_campaign
+from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits, predictions_of, trial_metrics
+from resbench.run.store import CellRecord, ResultStore
 from resbench.training import load_or_train_baseline
 
 BERS = [1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4]

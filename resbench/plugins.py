@@ -78,7 +78,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench.cli.report_cmds",
     "resbench.datasets",
     "resbench.models",
-    "resbench.executors",
+    "resbench.run.executors",
     "resbench.report.formats",
     "resbench_plugins.none",
     "resbench_plugins.ranger",

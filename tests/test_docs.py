@@ -143,7 +143,7 @@ def test_method_side_examples_run_through_resbench_run(hook: str, monkeypatch: p
                                                         tmp_path: Path) -> None:
     from resbench import plugins
     from resbench.cli import main
-    from resbench.store import ResultStore
+    from resbench.run.store import ResultStore
 
     module = _example_module(hook, monkeypatch)
     monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", (*plugins.BUILTIN_PLUGINS, module.__name__))

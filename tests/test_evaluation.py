@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resbench.errors import UsageError
-from resbench.evaluation import load_evaluation_data, predictions_of, trial_metrics
+from resbench.run.evaluation import load_evaluation_data, predictions_of, trial_metrics
 
 
 def _logits(predictions: list[int], classes: int = 3) -> torch.Tensor:

@@ -13,8 +13,8 @@ import pytest
 from resbench.report.formats import render_csv, render_html, render_json, render_latex, render_markdown
 from resbench.report.leaderboard import LeaderboardTable, build_leaderboard
 from resbench.report.plots import write_figures
+from resbench.run.store import ResultStore
 from resbench.statistics import wilson_interval
-from resbench.store import ResultStore
 from tests.test_store import PROVENANCE, make_cell, make_trial
 
 BERS = [1e-6, 1e-5, 1e-4]

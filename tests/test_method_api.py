@@ -19,7 +19,7 @@ from resbench.errors import PluginError
 from resbench.faultspace import mark_stored
 from resbench.methods import Method, PrepareContext
 from resbench.registry import Registry
-from resbench.store import ResultStore
+from resbench.run.store import ResultStore
 
 SUITE = """\
 version: 1

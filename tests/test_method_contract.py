@@ -17,8 +17,8 @@ from resbench.config import parse_suite
 from resbench.faultspace import mark_stored
 from resbench.methods import Method, PrepareContext
 from resbench.report.leaderboard import build_leaderboard
-from resbench.runner import RunSettings, run_suite
-from resbench.store import ResultStore
+from resbench.run.runner import RunSettings, run_suite
+from resbench.run.store import ResultStore
 
 
 class BoundedReLU(nn.Module):

@@ -16,8 +16,8 @@ import torch
 from resbench import plugins
 from resbench.config import parse_suite
 from resbench.report.leaderboard import build_leaderboard
-from resbench.runner import RunSettings, run_suite
-from resbench.store import ResultStore
+from resbench.run.runner import RunSettings, run_suite
+from resbench.run.store import ResultStore
 
 EXAMPLE_OPTIONS: dict[str, dict[str, Any]] = {
     "recipe": {"activation": "fitrelu", "optimizer": "profile-max", "granularity": "channel"},

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from resbench import campaign
 from resbench.config import Suite, TrialPolicy, parse_suite
-from resbench.runner import RunSettings, run_suite
+from resbench.run import campaign
+from resbench.run.runner import RunSettings, run_suite
 
 SUITE = {
     "name": "tiny",

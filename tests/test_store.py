@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from resbench.errors import UsageError
-from resbench.store import CellRecord, ResultStore, TrialRow
+from resbench.run.store import CellRecord, ResultStore, TrialRow
 
 PROVENANCE = {
     "suite": "t",

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from resbench.config import ComponentSpec
 from resbench.datasets.base import random_subset
-from resbench.evaluation import EvaluationData, load_evaluation_data, predict_logits
 from resbench.faults import FaultModel, FaultSites, resolve_fault_model
 from resbench.faultspace import FaultSpaceOptions
 from resbench.hookspecs import Register
@@ -40,6 +39,7 @@ from resbench.methods import (
 )
 from resbench.options import Options
 from resbench.plugins import hookimpl
+from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits
 from resbench.seeds import derive_seed
 
 __all__ = ["ClipAct", "FtClipActSearch", "ZeroAbove", "ZeroAboveActivation", "register_activation_schemes",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from resbench.errors import UsageError, blame_plugin
 from resbench.plugins import get_registries, hookimpl
-from resbench.store import DEFAULT_STORE, ResultStore
+from resbench.run.store import DEFAULT_STORE, ResultStore
 
 if TYPE_CHECKING:
     from resbench.report.leaderboard import LeaderboardTable

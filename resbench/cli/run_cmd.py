@@ -15,7 +15,7 @@ from resbench.config import Suite, load_suite, parse_suite
 from resbench.errors import UsageError
 from resbench.plugins import get_registries, hookimpl
 from resbench.report.formats import render_html, render_markdown
-from resbench.store import DEFAULT_STORE
+from resbench.run.store import DEFAULT_STORE
 
 __all__ = ["DEFAULT_SUITE", "RunCommand", "register_commands", "suite_from_arguments"]
 
@@ -110,7 +110,7 @@ class RunCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         """Run the suite, write the reports, print the leaderboard."""
-        from resbench.runner import RunSettings, run_suite
+        from resbench.run.runner import RunSettings, run_suite
 
         suite, source = suite_from_arguments(args)
         if args.checkpoint is not None and not args.checkpoint.is_file():

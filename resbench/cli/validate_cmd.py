@@ -9,7 +9,7 @@ from typing import Any
 
 from resbench.config import check_suite_names, load_suite
 from resbench.plugins import hookimpl
-from resbench.runner import check_fault_formats
+from resbench.run.runner import check_fault_formats
 
 __all__ = ["ValidateCommand", "register_commands"]
 

@@ -5,7 +5,7 @@ Phases, for each dataset and model of the suite:
 1. baseline: train the model or load it from the artifact cache (or load the user's checkpoint);
 2. prepare: apply each method (build its structure, fit it or load the fitted state from the cache);
 3. deploy: encode the fault space in each number format and record clean accuracy after encoding;
-4. campaign: for each fault model, the trial loop of :mod:`resbench.campaign` over the BER sweep.
+4. campaign: for each fault model, the trial loop of :mod:`resbench.run.campaign` over the BER sweep.
 """
 
 from __future__ import annotations
@@ -27,17 +27,9 @@ from torch import nn
 from tqdm import tqdm
 
 from resbench.cache import ArtifactCache
-from resbench.campaign import CampaignPlan, CleanReference, run_campaign, trials_needed
 from resbench.config import ComponentSpec, Suite, check_suite_names
 from resbench.datasets import DatasetSplits, load_dataset
 from resbench.errors import PluginError, UsageError, blame_plugin
-from resbench.evaluation import (
-    EvaluationData,
-    load_evaluation_data,
-    predict_logits,
-    predictions_of,
-    trial_metrics,
-)
 from resbench.faults import resolve_fault_model
 from resbench.faultspace import FaultSpace, FaultSpaceLayout, FaultSpaceOptions
 from resbench.formats import NumberFormat, resolve_format
@@ -48,8 +40,16 @@ from resbench.options import validate_options
 from resbench.plugins import get_registries
 from resbench.provenance import collect_provenance
 from resbench.registry import Built
+from resbench.run.campaign import CampaignPlan, CleanReference, run_campaign, trials_needed
+from resbench.run.evaluation import (
+    EvaluationData,
+    load_evaluation_data,
+    predict_logits,
+    predictions_of,
+    trial_metrics,
+)
+from resbench.run.store import CellRecord, ResultStore, TrialRow
 from resbench.seeds import derive_seed
-from resbench.store import CellRecord, ResultStore, TrialRow
 from resbench.training import load_or_train_baseline
 
 __all__ = ["RunSettings", "RunSummary", "check_fault_formats", "run_suite"]

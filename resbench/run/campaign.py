@@ -18,11 +18,11 @@ from torch import nn
 
 from resbench.config import TrialPolicy
 from resbench.errors import blame_plugin
-from resbench.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
 from resbench.faults import FaultModel, FaultSites
 from resbench.injection import Injector
+from resbench.run.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
+from resbench.run.store import ResultStore, TrialRow
 from resbench.statistics import mean_confidence_interval
-from resbench.store import ResultStore, TrialRow
 
 __all__ = ["CampaignPlan", "CleanReference", "run_campaign", "trials_needed"]
 

@@ -152,7 +152,9 @@ def load_suite(path: Path) -> Suite:
         where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
         problem = getattr(error, "problem", None) or str(error)
         raise UsageError(f"{where}: malformed YAML: {problem}") from None
-    return parse_suite(data if data is not None else {}, str(path))
+    if data is None:  # an empty or comment-only file: most likely the wrong file, never "the defaults"
+        raise UsageError(f"{path}: the suite file is empty (no settings, only comments or blank lines)")
+    return parse_suite(data, str(path))
 
 
 _FAMILY_OF_FIELD = {

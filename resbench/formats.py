@@ -231,6 +231,8 @@ class FixedPointOptions(Options):
     def _fits(self) -> FixedPointOptions:
         if 1 + self.integer_bits + self.fraction_bits > 64:
             raise ValueError("1 + integer_bits + fraction_bits must be at most 64")
+        if self.integer_bits + self.fraction_bits == 0:
+            raise ValueError("q0.0 has a sign bit and no value bit; give at least one integer or fraction bit")
         return self
 
 

@@ -47,8 +47,10 @@ def test_bers_sorted_and_scientific_notation_accepted() -> None:
     assert suite.bers == [1e-6, 1e-5, 1e-4]
 
 
-def test_empty_file_gives_default_suite(write_suite: WriteSuite) -> None:
-    assert load_suite(write_suite("")) == Suite()
+def test_empty_file_is_refused_not_taken_for_the_defaults(write_suite: WriteSuite) -> None:
+    with pytest.raises(UsageError, match="the suite file is empty"):
+        load_suite(write_suite("# nothing but a comment\n"))
+    assert load_suite(write_suite("name: defaults\n")) == Suite(name="defaults")
 
 
 def test_adaptive_trials() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -17,7 +18,15 @@ __all__ = ["build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits with status 2 and one line on bad usage (its default, made explicit)."""
+    """argparse that exits with status 2 and one line on bad usage (its default, made explicit).
+
+    Negative numbers in scientific notation (``--bers -1e-5``) are values, not options, so that the
+    value's own check answers them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(,.*)?$")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"resbench: error: {message}\n")

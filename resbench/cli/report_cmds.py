@@ -24,10 +24,14 @@ __all__ = ["ExportCommand", "LeaderboardCommand", "PlotCommand", "check_folder",
 
 
 def check_folder(folder: Path, what: str) -> None:
-    """Refuse, as bad input, a folder that cannot be created or written: a file on its path, no permission."""
+    """Refuse, as bad input, a folder that cannot be created or written: a file on its path, no permission,
+    a name the file system refuses (too long)."""
     existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as error:
+        raise UsageError(f"{what} {folder}: {error.strerror}") from None
     if existing.exists() and not existing.is_dir():
         problem = "is a file" if existing == folder else f"cannot be created: {existing} is a file"
         raise UsageError(f"{what} {folder}: {problem}, not a folder")
@@ -40,7 +44,11 @@ def write_text_atomically(path: Path, text: str, what: str = "--output") -> None
 
     A path that is a folder, or whose folder cannot be made, is bad input; on any failure nothing is left.
     """
-    if path.is_dir():
+    try:
+        is_folder = path.is_dir()
+    except OSError as error:  # a name the file system refuses (too long)
+        raise UsageError(f"{what} {path}: {error.strerror}") from None
+    if is_folder:
         raise UsageError(f"{what} {path}: is a folder; name a file")
     check_folder(path.parent, what)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,9 +58,11 @@ def write_text_atomically(path: Path, text: str, what: str = "--output") -> None
             handle.write(text)
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; reports are for sharing
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 

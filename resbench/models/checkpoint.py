@@ -21,9 +21,18 @@ def _names(keys: list[str]) -> str:
     return shown + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
 
 
-def _load_problem(error: Exception) -> str:
+def _written_by_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive (or, in its legacy format, a pickle: protocol byte 0x80)."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def _load_problem(error: Exception, path: Path) -> str:
     """One line saying why ``torch.load`` failed (its own messages span lines and carry colour codes)."""
-    if "Weights only load failed" in str(error):
+    if not _written_by_torch_save(path):
+        return "not a file written by torch.save (neither a zip archive nor a pickle)"
+    if "Weights only load failed" in str(error) and "GLOBAL" in str(error):
         return "it holds Python objects, not only tensors (save model.state_dict(), not the model)"
     first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
     detail = f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
@@ -36,7 +45,8 @@ def _read_state_dict(path: Path) -> Mapping[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UsageError(f"checkpoint {path} cannot be read as a torch state dict: {_load_problem(error)}") from None
+        problem = _load_problem(error, path)
+        raise UsageError(f"checkpoint {path} cannot be read as a torch state dict: {problem}") from None
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(key, str) for key in loaded):

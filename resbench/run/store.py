@@ -3,27 +3,46 @@
 Writes are transactional: a trial row is written whole or not at all, so an interrupted run loses
 nothing it had finished and a rerun computes only what is missing. Several suites may share a store;
 cells are identified by a hash of everything that determines their results.
+
+The store's integrity is a checked promise:
+
+* a resbench store carries resbench's SQLite ``application_id`` and its schema version in
+  ``user_version``; any other SQLite file (or any other file) is refused, never adopted or altered;
+* only ``resbench run`` writes (:class:`ResultStore`); reports open the file read-only
+  (:meth:`ResultStore.open_existing`), which also works on read-only media;
+* a run first checks the file for damage, and holds an exclusive lock while it writes, so a second
+  run on the same store is refused with a clear message rather than computing everything twice;
+* SQLite failures (damage, a full disk, a locked file) surface as one line naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from resbench.errors import UsageError
+from resbench.errors import ResbenchError, UsageError
 
-__all__ = ["DEFAULT_STORE", "CellRecord", "ResultStore", "TrialRow"]
+__all__ = ["APPLICATION_ID", "DEFAULT_STORE", "SCHEMA_VERSION", "CellFailure", "CellRecord", "ResultStore",
+           "TrialRow"]
 
 DEFAULT_STORE = Path("results/resbench.sqlite")
-
+#: SQLite ``application_id`` of a resbench store ("RBst").
+APPLICATION_ID = 0x52427374
+#: Version of the tables below, kept in SQLite's ``user_version``.
+SCHEMA_VERSION = 1
+_TABLES = ("runs", "cells", "trials", "failures")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,6 +94,19 @@ CREATE TABLE IF NOT EXISTS trials (
     flips_per_tensor TEXT NOT NULL,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
     PRIMARY KEY (cell_id, trial)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    cell_id TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    model TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    format TEXT NOT NULL,
+    fault_model TEXT NOT NULL,
+    ber REAL NOT NULL,
+    phase TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    error TEXT NOT NULL,
+    run_id INTEGER NOT NULL REFERENCES runs(run_id)
 );
 """
 
@@ -129,32 +161,184 @@ class TrialRow:
     flips_per_tensor: dict[str, int]
 
 
+@dataclass(frozen=True)
+class CellFailure:
+    """A cell that could not be measured: in which phase, blamed on which plugin, and the error.
+
+    A rerun retries the cell; once it has its trials, the failure record is removed.
+    """
+
+    cell_id: str
+    method: str
+    model: str
+    dataset: str
+    format: str
+    fault_model: str
+    ber: float
+    phase: str
+    plugin: str
+    error: str
+
+
+def _problem(path: Path, error: Exception) -> ResbenchError:
+    """One line for a SQLite failure, naming the file; damage is bad input, the rest a failure."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, pd.errors.DatabaseError) and error.__cause__ is not None:
+        message = str(error.__cause__)
+    if "not a database" in message:
+        return UsageError(f"{path}: not a resbench store ({message}); it was left as it is")
+    if "unable to open" in message:
+        return UsageError(f"{path}: cannot open the store ({message})")
+    if "malformed" in message:
+        return UsageError(f"{path}: the store is damaged ({message}); nothing was written. "
+                          "Restore it from a copy or pass another --store")
+    if "disk is full" in message:
+        return ResbenchError(f"{path}: no space left on the device ({message}); completed trials are stored, "
+                             "free some space and run the same command again to resume")
+    if "locked" in message or "busy" in message:
+        return ResbenchError(f"{path}: the store is locked by another process ({message}); try again")
+    if "readonly" in message:
+        return ResbenchError(f"{path}: cannot write the store: {message}")
+    return ResbenchError(f"{path}: {message}")
+
+
+def _check_name(path: Path) -> None:
+    """A path the file system refuses (a name too long) is bad input, said as such."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        if error.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP):
+            raise UsageError(f"{path}: {error.strerror}") from None
+        raise
+
+
+def _read_only_connection(path: Path) -> sqlite3.Connection:
+    """Open ``path`` without ever writing it; on read-only media SQLite cannot make its shared-memory file,
+    so the file is then opened as immutable (nobody can be writing it there)."""
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}"
+    try:
+        connection = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return connection
+    except sqlite3.OperationalError:
+        if os.access(path.parent, os.W_OK):
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+
+
 class ResultStore:
     """A SQLite file of runs, cells and trials."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """Open the store at ``path`` for a run (created when absent), or ``read_only`` for reports.
+
+        A file that is not a resbench store, a damaged store and a store written by a newer resbench are
+        refused (:class:`UsageError`) before anything is written.
+        """
         self.path = Path(path)
-        if self.path.exists() and self.path.is_dir():
+        self.read_only = read_only
+        self._lock: int | None = None
+        _check_name(self.path)
+        if self.path.is_dir():
             raise UsageError(f"{self.path}: the store must be a file, not a directory")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._connection = sqlite3.connect(self.path)
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=NORMAL")
-            self._connection.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as error:
-            raise UsageError(f"{self.path}: not a resbench store: {error}") from None
+            if read_only:
+                self._connection = _read_only_connection(self.path)
+                self._check_format(new_allowed=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._connection = sqlite3.connect(self.path, timeout=30.0)
+                self._open_for_writing()
+        except sqlite3.Error as error:
+            raise _problem(self.path, error) from None
+
+    def _open_for_writing(self) -> None:
+        new = self._check_format(new_allowed=True)
+        if not new:
+            result = self._connection.execute("PRAGMA quick_check").fetchone()
+            if result is None or result[0] != "ok":
+                raise UsageError(f"{self.path}: the store is damaged ({result[0] if result else 'no answer'}); "
+                                 "nothing was written. Restore it from a copy or pass another --store")
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        with self._connection:
+            self._connection.execute("BEGIN IMMEDIATE")
+            if self._check_format(new_allowed=True) or self._version() < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._connection.execute(statement)
+                self._connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self._connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _version(self) -> int:
+        return int(self._connection.execute("PRAGMA user_version").fetchone()[0])
+
+    def _check_format(self, new_allowed: bool) -> bool:
+        """Refuse a file that is not a resbench store; True when the file is empty (a new store)."""
+        application_id = int(self._connection.execute("PRAGMA application_id").fetchone()[0])
+        tables = sorted(row[0] for row in self._connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
+        if application_id == APPLICATION_ID:
+            if self._version() > SCHEMA_VERSION:
+                raise UsageError(f"{self.path}: written by a newer resbench (store schema {self._version()}, "
+                                 f"this resbench reads up to {SCHEMA_VERSION}); upgrade resbench")
+            return False
+        if application_id == 0 and not tables:
+            if new_allowed:
+                return True
+            raise UsageError(f"{self.path}: not a resbench store (an empty database); run 'resbench run' first")
+        if application_id == 0 and set(tables) >= {"runs", "cells", "trials"} and set(tables) <= set(_TABLES):
+            return False  # a store written before stores carried their schema version; its tables are these
+        held = f"tables {', '.join(tables)}" if tables else "no tables"
+        raise UsageError(f"{self.path}: not a resbench store (it holds {held}, application id {application_id}); "
+                         "it was left as it is")
 
     @classmethod
     def open_existing(cls, path: Path) -> ResultStore:
-        """Open a store for reading; a missing file is bad input."""
+        """Open a store read-only, for reports; a missing file is bad input."""
+        _check_name(Path(path))
         if not Path(path).is_file():
             raise UsageError(f"{path}: no results store here; run 'resbench run' first or pass --store")
-        return cls(path)
+        return cls(path, read_only=True)
+
+    def lock_for_run(self) -> None:
+        """Hold this store exclusively until :meth:`close`; another run holding it is refused.
+
+        The lock is the operating system's (``flock`` on the store file), so it ends with the process, a
+        killed one included.
+        """
+        descriptor = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise UsageError(f"{self.path}: another resbench run is writing this store; wait for it to finish "
+                             "(then run again: finished cells are skipped) or pass another --store") from None
+        self._lock = descriptor
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite and pandas failures as one line naming the store."""
+        try:
+            yield
+        except (sqlite3.Error, pd.errors.DatabaseError) as error:
+            raise _problem(self.path, error) from None
 
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connection and release the run's lock.
+
+        A writer leaves the file in rollback-journal mode, so that readers (which may sit on read-only
+        media) need no write-ahead log or shared-memory file beside it.
+        """
+        if not self.read_only:
+            with contextlib.suppress(sqlite3.Error):  # another connection still reading: it stays in WAL mode
+                self._connection.execute("PRAGMA journal_mode=DELETE")
         self._connection.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> ResultStore:
         return self
@@ -162,9 +346,11 @@ class ResultStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @contextmanager
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connection:
+        if self.read_only:
+            raise RuntimeError(f"{self.path} was opened read-only")
+        with self._guard(), self._connection:
             yield self._connection
 
     def start_run(self, provenance: dict[str, Any]) -> int:
@@ -194,10 +380,14 @@ class ResultStore:
                 tuple(record.values()),
             )
 
-    def add_trials(self, rows: Sequence[TrialRow], run_id: int) -> None:
-        """Write trial rows in one transaction (all or none)."""
+    def add_trials(self, rows: Sequence[TrialRow], run_id: int) -> int:
+        """Write trial rows in one transaction (all or none); returns how many were new.
+
+        A row already stored (same cell and trial) is kept as it is: a trial is written once, whoever
+        computed it.
+        """
         if not rows:
-            return
+            return 0
         values = [
             (
                 row.cell_id,
@@ -217,35 +407,57 @@ class ResultStore:
             for row in rows
         ]
         with self._transaction() as connection:
+            before = connection.total_changes
             connection.executemany(
                 "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (cell_id, trial) DO NOTHING",
                 values,
             )
+            added = connection.total_changes - before
+            cell_ids = sorted({row.cell_id for row in rows})
+            connection.execute(f"DELETE FROM failures WHERE cell_id IN ({', '.join('?' * len(cell_ids))})", cell_ids)
+        return added
+
+    def record_failures(self, failures: Sequence[CellFailure], run_id: int) -> None:
+        """Record cells that failed (the latest failure of a cell replaces an earlier one)."""
+        records = [(*asdict(failure).values(), run_id) for failure in failures]
+        with self._transaction() as connection:
+            connection.executemany(
+                "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records
+            )
+
+    def failures_frame(self) -> pd.DataFrame:
+        """Cells whose latest attempt failed and that hold no trial since."""
+        with self._guard():
+            return pd.read_sql_query("SELECT * FROM failures ORDER BY dataset, model, method, format", self._connection)
 
     def trial_accuracies(self, cell_ids: Iterable[str]) -> dict[str, dict[int, float]]:
         """Stored accuracy per trial index for each cell (the trials a rerun skips)."""
         found: dict[str, dict[int, float]] = {}
-        for cell_id in cell_ids:
-            rows = self._connection.execute(
-                "SELECT trial, accuracy FROM trials WHERE cell_id = ?", (cell_id,)
-            ).fetchall()
-            found[cell_id] = {int(trial): float(accuracy) for trial, accuracy in rows}
+        with self._guard():
+            for cell_id in cell_ids:
+                rows = self._connection.execute(
+                    "SELECT trial, accuracy FROM trials WHERE cell_id = ?", (cell_id,)
+                ).fetchall()
+                found[cell_id] = {int(trial): float(accuracy) for trial, accuracy in rows}
         return found
 
     def cells_frame(self) -> pd.DataFrame:
         """Every cell definition as a data frame."""
-        return pd.read_sql_query("SELECT * FROM cells", self._connection)
+        with self._guard():
+            return pd.read_sql_query("SELECT * FROM cells", self._connection)
 
     def trials_frame(self) -> pd.DataFrame:
         """Every trial joined with its cell, one row per trial."""
-        return pd.read_sql_query(
-            "SELECT c.method, c.model, c.dataset, c.format, c.fault_model, c.ber, c.seed AS base_seed, t.* "
-            "FROM trials t JOIN cells c USING (cell_id) ORDER BY c.dataset, c.model, c.format, "
-            "c.fault_model, c.method, c.ber, t.trial",
-            self._connection,
-        )
+        with self._guard():
+            return pd.read_sql_query(
+                "SELECT c.method, c.model, c.dataset, c.format, c.fault_model, c.ber, c.seed AS base_seed, t.* "
+                "FROM trials t JOIN cells c USING (cell_id) ORDER BY c.dataset, c.model, c.format, "
+                "c.fault_model, c.method, c.ber, t.trial",
+                self._connection,
+            )
 
     def runs_frame(self) -> pd.DataFrame:
         """Every run's provenance."""
-        return pd.read_sql_query("SELECT * FROM runs ORDER BY run_id", self._connection)
+        with self._guard():
+            return pd.read_sql_query("SELECT * FROM runs ORDER BY run_id", self._connection)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,12 +24,9 @@ from resbench.formats import resolve_format
 from resbench.injection import Injector
 from resbench.run.campaign import CampaignPlan, CleanReference, run_campaign
 from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits, predictions_of, trial_metrics
-from resbench.run.store import CellRecord, ResultStore
 from resbench.training import load_or_train_baseline
 
 BERS = [1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4]
-PROVENANCE = {"suite": "benchmark", "suite_version": 1, "started": "", "resbench_version": "", "plugins": {},
-              "git_revision": None, "torch_version": torch.__version__, "device": "cpu", "command": "benchmark"}
 
 
 def clean_pass_seconds(model: torch.nn.Module, data: EvaluationData, repeats: int) -> float:
@@ -65,24 +60,19 @@ def main() -> None:
           f"{data.size} test images, {trials} trials per BER")
     print(f"{'BER':>8} {'flips/trial':>12} {'zero-flip %':>12} {'clean pass ms':>14} {'trial ms':>9} {'ratio':>7}")
     ratios = {}
-    with tempfile.TemporaryDirectory() as folder, ResultStore(Path(folder) / "bench.sqlite") as store:
-        run_id = store.start_run(PROVENANCE)
-        for ber in BERS:
-            before = clean_pass_seconds(model, data, 7)
-            cell = CellRecord(f"cell-{ber}", "none", "lenet5", "mnist5k", "fp32", "bitflip", ber, 0, "{}", "", "", "",
-                              injector.layout.total_bits, injector.layout.total_bits, "[]", data.size, 0.0, 0.0, 0.0)
-            store.upsert_cell(cell, run_id)
-            plan = CampaignPlan([ber], [cell.cell_id], TrialPolicy(trials=trials), lambda trial: trial)
-            started = time.perf_counter()
-            run_campaign(model, injector, fault_model, data, clean, plan, store, run_id)
-            wall = time.perf_counter() - started
-            after = clean_pass_seconds(model, data, 7)
-            floor = (before + after) / 2
-            rows = store.trials_frame()
-            rows = rows[rows["cell_id"] == f"cell-{ber}"]
-            ratios[ber] = wall / (trials * floor)
-            print(f"{ber:>8.0e} {rows['flips'].mean():>12.1f} {100 * (rows['flips'] == 0).mean():>12.0f} "
-                  f"{1000 * floor:>14.2f} {1000 * wall / trials:>9.2f} {ratios[ber]:>7.3f}")
+    for ber in BERS:
+        before = clean_pass_seconds(model, data, 7)
+        cell_id = f"cell-{ber}"
+        plan = CampaignPlan([ber], [cell_id], TrialPolicy(trials=trials), lambda trial: trial)
+        started = time.perf_counter()
+        rows = list(run_campaign(model, injector, fault_model, data, clean, plan, {cell_id: {}}))
+        wall = time.perf_counter() - started
+        after = clean_pass_seconds(model, data, 7)
+        floor = (before + after) / 2
+        flips = [row.flips for row in rows]
+        ratios[ber] = wall / (trials * floor)
+        print(f"{ber:>8.0e} {statistics.mean(flips):>12.1f} {100 * flips.count(0) / len(flips):>12.0f} "
+              f"{1000 * floor:>14.2f} {1000 * wall / trials:>9.2f} {ratios[ber]:>7.3f}")
     summary = ", ".join(f"{ber:.0e}: {ratio:.3f}" for ber, ratio in ratios.items())
     print(f"campaign wall / (trials x clean pass): {summary} (target <= 1.10; < 1 where most trials have no flip)")
 

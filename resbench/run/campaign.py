@@ -21,13 +21,10 @@ from resbench.errors import blame_plugin
 from resbench.faults import FaultModel, FaultSites
 from resbench.injection import Injector
 from resbench.run.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
-from resbench.run.store import ResultStore, TrialRow
+from resbench.run.store import TrialRow
 from resbench.statistics import mean_confidence_interval
 
 __all__ = ["CampaignPlan", "CleanReference", "run_campaign", "trials_needed"]
-
-FLUSH_SECONDS = 2.0
-
 
 @dataclass(frozen=True)
 class CleanReference:
@@ -121,29 +118,11 @@ def run_campaign(
     data: EvaluationData,
     clean: CleanReference,
     plan: CampaignPlan,
-    store: ResultStore,
-    run_id: int,
-    on_trial: Callable[[], None] | None = None,
-) -> int:
-    """Run the trials ``plan`` still needs, writing them to ``store``; returns how many ran.
+    done: dict[str, dict[int, float]],
+) -> Iterator[TrialRow]:
+    """Yield one row per trial that ``plan`` still needs, given the trials ``done`` (stored earlier).
 
-    Rows are written in transactions every couple of seconds and when the campaign ends or is
-    interrupted: a stored trial is always complete.
+    The campaign touches no store: whoever runs it (this process, a worker, a cluster node) hands the
+    rows to the driver, which writes them. ``done`` is updated as trials complete.
     """
-    done = store.trial_accuracies(plan.cell_ids)
-    buffer: list[TrialRow] = []
-    last_flush = time.monotonic()
-    count = 0
-    try:
-        for row in _trial_rows(model, injector, fault_model, data, clean, plan, done):
-            buffer.append(row)
-            count += 1
-            if on_trial is not None:
-                on_trial()
-            if time.monotonic() - last_flush > FLUSH_SECONDS:
-                store.add_trials(buffer, run_id)
-                buffer.clear()
-                last_flush = time.monotonic()
-    finally:
-        store.add_trials(buffer, run_id)
-    return count
+    yield from _trial_rows(model, injector, fault_model, data, clean, plan, done)

@@ -1,0 +1,112 @@
+"""Cell identity, trial seeds and what a rerun still needs: the one place that decides them.
+
+A *group* is (method, model, dataset, format): the cells that share one prepared and deployed model.
+Each group has, per fault model, one clean cell (BER 0) and one cell per BER of the sweep. A cell's id
+is a hash of everything that determines its results, so any executor, any machine and any rerun agree
+on it; trial seeds never depend on the method (common random numbers across methods).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from resbench.config import ComponentSpec, Suite
+from resbench.faultspace import FaultSpaceOptions
+from resbench.plugins import get_registries
+from resbench.run.campaign import trials_needed
+from resbench.seeds import derive_seed
+
+__all__ = ["CellKeys", "Group", "StoredTrials", "method_identity"]
+
+#: Stored accuracy per trial index, per cell id (what the store holds of a group's cells).
+StoredTrials = dict[str, dict[int, float]]
+
+
+def method_identity(spec: ComponentSpec) -> dict[str, Any]:
+    """The method's registered name and every option, defaults included: ``fitact`` and ``{name: fitact,
+    <its defaults>}`` are one cell."""
+    return _method_identity(spec.model_dump_json(), id(get_registries()))
+
+
+@functools.lru_cache(maxsize=256)
+def _method_identity(spec_json: str, registries: int) -> dict[str, Any]:
+    spec = ComponentSpec.model_validate_json(spec_json)
+    identity: dict[str, Any] = get_registries().methods.build(spec.name, spec.options,
+                                                              where=f"method {spec.label}").identity
+    return identity
+
+
+@dataclass(frozen=True)
+class Group:
+    """(method, model, dataset, format): the cells that share one prepared and deployed model."""
+
+    method_spec: ComponentSpec
+    model_spec: ComponentSpec
+    dataset_spec: ComponentSpec
+    format_spec: ComponentSpec
+
+
+@dataclass(frozen=True)
+class CellKeys:
+    """Everything beyond a group that determines a run's results, and the identities derived from it."""
+
+    suite: Suite
+    space_options: FaultSpaceOptions
+    checkpoint_digest: str | None
+
+    def definition(self, group: Group, fault_spec: ComponentSpec, ber: float) -> str:
+        """Everything that determines a cell's results, as canonical JSON; its hash is the cell id."""
+        return json.dumps(
+            {
+                "method": method_identity(group.method_spec),
+                "model": group.model_spec.model_dump(),
+                "dataset": group.dataset_spec.model_dump(),
+                "format": group.format_spec.model_dump(),
+                "fault_model": fault_spec.model_dump(),
+                "fault_space": self.space_options.model_dump(),
+                "ber": ber,
+                # Sites at every BER of a trial are thinned from a sample at the sweep's largest BER.
+                "sweep_max_ber": max(self.suite.bers),
+                "seed": self.suite.seed,
+                "training": self.suite.training,
+                "checkpoint": self.checkpoint_digest,
+            },
+            sort_keys=True,
+            default=str,
+        )
+
+    def cell_id(self, group: Group, fault_spec: ComponentSpec, ber: float) -> str:
+        """The id of cell (group, fault model, BER)."""
+        return str(derive_seed(self.definition(group, fault_spec, ber)))
+
+    def trial_seed(self, group: Group, fault_spec: ComponentSpec, trial: int) -> int:
+        """Trial seeds from (base seed, model, dataset, format, fault model, trial): never the method."""
+        return derive_seed(self.suite.seed, group.model_spec.label, group.dataset_spec.label,
+                           group.format_spec.label, fault_spec.label, trial)
+
+    def clean_cell_ids(self, group: Group) -> list[str]:
+        """The BER-0 cell of each fault model."""
+        return [self.cell_id(group, fault, 0.0) for fault in self.suite.faults]
+
+    def faulty_cell_ids(self, group: Group) -> list[str]:
+        """The cells of each fault model and BER of the sweep."""
+        return [self.cell_id(group, fault, ber) for fault in self.suite.faults for ber in self.suite.bers]
+
+    def all_cell_ids(self, group: Group) -> list[str]:
+        """Every cell of ``group``: clean ones and faulty ones."""
+        return [*self.clean_cell_ids(group), *self.faulty_cell_ids(group)]
+
+    def complete(self, group: Group, stored: StoredTrials) -> bool:
+        """Whether ``stored`` holds every trial of ``group`` (a rerun then skips it whole)."""
+        if any(not stored.get(cell_id) for cell_id in self.clean_cell_ids(group)):
+            return False
+        return not any(trials_needed(list(stored.get(cell_id, {}).values()), self.suite.trials)
+                       for cell_id in self.faulty_cell_ids(group))
+
+    def planned_trials(self, group: Group, stored: StoredTrials) -> int:
+        """Trials still due in ``group`` by the policy's minimum count (adaptive ones may add more)."""
+        return sum(max(0, self.suite.trials.trials - len(stored.get(cell_id, {})))
+                   for cell_id in self.faulty_cell_ids(group))

@@ -1,0 +1,539 @@
+"""Jobs: picklable descriptions of a run's work, and the phase functions that do it.
+
+Phases, for each dataset and model of the suite:
+
+1. baseline (:class:`BaselineJob`, :func:`baseline`): train the model or load it from the artifact cache
+   (or load the user's checkpoint);
+2. prepare (:class:`PrepareJob`, :func:`prepare`): build each method's structure and fit it, or load
+   the fitted state from the artifact cache;
+3. deploy (:func:`deploy`): encode the fault space in each number format and record clean accuracy after
+   encoding;
+4. campaign (:func:`campaign`): for each fault model, the trial loop of :mod:`resbench.run.campaign`
+   over the BER sweep.
+
+A :class:`GroupJob` runs phases 3 and 4 for one group (method, model, dataset, format), taking the
+baseline and the fitted method from the artifact cache, where the earlier jobs left them: each is
+trained once, whichever process or machine runs the group. A job touches no store: calling it yields
+outputs (:class:`CellsReady`, trial rows, :class:`PhaseTime`, :class:`Failed`) that the driver writes.
+A failure is confined to the cells it touches and yields a :class:`Failed` naming the phase and the
+plugin to blame; the other cells go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from resbench.cache import ArtifactCache
+from resbench.config import ComponentSpec, Suite
+from resbench.datasets import DatasetSplits, load_dataset
+from resbench.errors import PluginError, blame_plugin
+from resbench.faults import resolve_fault_model
+from resbench.faultspace import FaultSpace
+from resbench.formats import NumberFormat, resolve_format
+from resbench.injection import Injector
+from resbench.methods.base import Method, PrepareContext, defines_fit
+from resbench.models import build_model, load_checkpoint
+from resbench.plugins import get_registries
+from resbench.registry import Built
+from resbench.run.campaign import CampaignPlan, CleanReference, run_campaign
+from resbench.run.cells import CellKeys, Group, StoredTrials
+from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits, predictions_of, trial_metrics
+from resbench.run.store import CellFailure, CellRecord, TrialRow
+from resbench.training import load_or_train_baseline
+
+__all__ = [
+    "BaselineJob",
+    "CellsReady",
+    "Failed",
+    "GroupJob",
+    "Job",
+    "JobContext",
+    "JobOutput",
+    "JobSettings",
+    "PhaseTime",
+    "PrepareJob",
+    "baseline",
+    "campaign",
+    "deploy",
+    "prepare",
+]
+
+TIMING_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Where a job reads its inputs and on which device it computes (absolute paths: workers may start
+    in another folder or on another machine sharing the file system)."""
+
+    device: str
+    cache_dir: Path
+    data_root: Path | None = None
+    checkpoint: Path | None = None
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every job of a run shares: the suite, the settings and the cell identities."""
+
+    suite: Suite
+    settings: JobSettings
+    keys: CellKeys
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.settings.device)
+
+
+# -- outputs --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellsReady:
+    """The cells of one fault model of a deployed group (clean cell first) and the clean cell's row."""
+
+    cells: tuple[CellRecord, ...]
+    clean_row: TrialRow
+
+
+@dataclass(frozen=True)
+class PhaseTime:
+    """Seconds a job spent in one phase."""
+
+    phase: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Cells that could not be measured, with the phase, the plugin to blame and the error."""
+
+    failures: tuple[CellFailure, ...]
+
+
+JobOutput = CellsReady | TrialRow | PhaseTime | Failed
+
+
+# -- per-process memory: consecutive jobs of one worker reuse what they loaded --------------------------------
+
+_loaded: dict[str, Any] = {}
+
+
+def _remembered(kind: str, key: str, load: Any) -> Any:
+    """The last value loaded for ``kind`` when its key matches, else ``load()`` (one value kept per kind)."""
+    if _loaded.get(f"{kind}:key") != key:
+        _loaded.pop(kind, None)
+        _loaded[kind] = load()
+        _loaded[f"{kind}:key"] = key
+    return _loaded[kind]
+
+
+def _canonical(*parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _splits(context: JobContext, dataset_spec: ComponentSpec) -> DatasetSplits:
+    key = _canonical(dataset_spec.model_dump(), context.settings.data_root)
+    return _remembered("splits", key, lambda: load_dataset(dataset_spec.name, dataset_spec.options,
+                                                            context.settings.data_root))
+
+
+def _evaluation_data(context: JobContext, dataset_spec: ComponentSpec) -> EvaluationData:
+    key = _canonical(dataset_spec.model_dump(), context.settings.data_root, context.settings.device)
+    splits = _splits(context, dataset_spec)
+    return _remembered("evaluation", key, lambda: load_evaluation_data(splits.test, context.device,
+                                                                       context.suite.eval_batch_size))
+
+
+# -- phases ---------------------------------------------------------------------------------------------------
+
+
+def baseline(context: JobContext, model_spec: ComponentSpec, splits: DatasetSplits) -> nn.Module:
+    """The user's checkpoint when given (no training), else the trained (or cached) baseline."""
+    key = _canonical(model_spec.model_dump(), splits.key, context.settings.checkpoint, context.suite.seed,
+                     context.suite.training, context.settings.cache_dir, context.settings.device)
+
+    def load() -> nn.Module:
+        if context.settings.checkpoint is not None:
+            model = build_model(model_spec.name, splits.image_shape, splits.num_classes, model_spec.options)
+            load_checkpoint(model, context.settings.checkpoint)
+            return model.to(context.device).eval()
+        trained = load_or_train_baseline(
+            model_spec.name,
+            model_spec.options,
+            splits,
+            seed=context.suite.seed,
+            cache=ArtifactCache(context.settings.cache_dir),
+            device=context.device,
+            training_options=context.suite.training,
+            progress=context.settings.progress,
+        )
+        return trained.model.eval()
+
+    model: nn.Module = _remembered("baseline", key, load)
+    return model
+
+
+def resolve_method(spec: ComponentSpec) -> Built[Method]:
+    """The method named by ``spec``, built with its options (with its registry entry and identity)."""
+    return get_registries().methods.build(spec.name, spec.options, where=f"method {spec.label}")
+
+
+def _prepare_context(context: JobContext, splits: DatasetSplits, number_format: NumberFormat) -> PrepareContext:
+    """What a method sees while preparing: the training and validation splits, never the test split."""
+    return PrepareContext(
+        train=splits.train,
+        validation=splits.validation,
+        image_shape=splits.image_shape,
+        num_classes=splits.num_classes,
+        device=context.device,
+        seed=context.suite.seed,
+        number_format=number_format,
+        fault_space=context.keys.space_options,
+        batch_size=context.suite.eval_batch_size,
+        progress=context.settings.progress,
+    )
+
+
+def _method_key(context: JobContext, built: Built[Method], group: Group, splits: DatasetSplits) -> dict[str, Any]:
+    """What determines a fitted method (its plugin's version included): the artifact cache's key for it."""
+    method: Method = built.value
+    plugin = built.entry.plugin
+    return {
+        "method": built.identity,
+        "plugin": {"name": plugin, "version": get_registries().plugins[plugin].version},
+        "components": method.cache_identity(),
+        "model": group.model_spec.model_dump(),
+        "dataset": splits.key,
+        "seed": context.suite.seed,
+        "format": group.format_spec.model_dump() if method.format_dependent else None,
+        "fault_space": context.keys.space_options.model_dump(mode="json") if method.format_dependent else None,
+        "training": context.suite.training,
+        "checkpoint": context.keys.checkpoint_digest,
+    }
+
+
+def prepare(
+    context: JobContext, built: Built[Method], group: Group, splits: DatasetSplits, baseline_model: nn.Module
+) -> tuple[nn.Module, float]:
+    """Build the method's structure on a copy of the baseline; fit it, or load the fitted state.
+
+    The method sees the training and validation splits only. Its fitted state is cached under everything
+    that determines it, its plugin's version included. Returns the prepared model and the seconds its
+    preparation took (the fit's, when it was cached).
+    """
+    started = time.perf_counter()
+    method: Method = built.value
+    number_format = resolve_format(group.format_spec.name, group.format_spec.options)
+    prepare_context = _prepare_context(context, splits, number_format)
+    plugin, item = built.entry.plugin, f"method {built.entry.name!r}"
+    with blame_plugin(plugin, item, "build"):
+        model = method.build(copy.deepcopy(baseline_model), prepare_context).to(context.device).eval()
+    if not defines_fit(method):
+        return model, time.perf_counter() - started
+
+    def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        fit_started = time.perf_counter()
+        with blame_plugin(plugin, item, "fit"):
+            metrics = method.fit(model, prepare_context)
+        state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+        return state, {**metrics, "prepare_seconds": time.perf_counter() - fit_started,
+                       "stored_tensors": list(FaultSpace(model).names)}
+
+    built_names = list(FaultSpace(model).names)
+    cache = ArtifactCache(context.settings.cache_dir)
+    state, metadata, _ = cache.load_or_build("method", _method_key(context, built, group, splits), fit)
+    if metadata.get("stored_tensors", built_names) != built_names:
+        raise PluginError(plugin, item, "fit", "fit() changed which tensors are stored (mark_stored); mark them "
+                          "in build() or declare stored_tensors on the module class, so the cache keeps them")
+    model.load_state_dict(state)
+    model.eval()
+    return model, float(metadata.get("prepare_seconds", time.perf_counter() - started))
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A prepared model encoded in one number format, with its fault space and clean reference."""
+
+    model: nn.Module
+    injector: Injector
+    clean: CleanReference
+    stored_bits: int
+
+
+def deploy(context: JobContext, prepared: nn.Module, number_format: NumberFormat, data: EvaluationData) -> Deployed:
+    """Encode the fault space of a copy of ``prepared`` in ``number_format``; measure it fault-free."""
+    model = copy.deepcopy(prepared).eval()
+    injector = Injector.deploy(model, number_format, context.keys.space_options)
+    logits = predict_logits(model, data)
+    predictions, _ = predictions_of(logits)
+    clean = CleanReference(predictions, trial_metrics(logits, data.labels, predictions))
+    return Deployed(model, injector, clean, injector.layout.total_bits)
+
+
+def paired_timing(baseline_model: nn.Module, protected: nn.Module, data: EvaluationData) -> tuple[float, float]:
+    """Fastest clean-pass times of the baseline and the protected model, measured alternately.
+
+    Alternating the passes exposes both models to the same machine noise, and the fastest of several
+    passes is the least disturbed by it, so their ratio is fair.
+    """
+    predict_logits(baseline_model, data)
+    predict_logits(protected, data)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(TIMING_REPEATS):
+        for index, model in enumerate((baseline_model, protected)):
+            started = time.perf_counter()
+            predict_logits(model, data)
+            if data.images.is_cuda:
+                torch.cuda.synchronize(data.images.device)
+            times[index].append(time.perf_counter() - started)
+    return min(times[0]), min(times[1])
+
+
+def campaign(
+    context: JobContext,
+    group: Group,
+    fault_spec: ComponentSpec,
+    deployed: Deployed,
+    data: EvaluationData,
+    template: CellRecord,
+    done: StoredTrials,
+) -> Iterator[JobOutput]:
+    """The cells of one fault model (clean cell first, with its row), then a row per trial still needed."""
+    fault_model = resolve_fault_model(fault_spec.name, fault_spec.options)
+    fault_entry, _ = get_registries().faults.resolve(fault_spec.name)
+    keys = context.keys
+    clean_cell, *cells = [
+        dataclasses.replace(template, cell_id=keys.cell_id(group, fault_spec, ber), fault_model=fault_spec.label,
+                            ber=ber, definition=keys.definition(group, fault_spec, ber))
+        for ber in [0.0, *context.suite.bers]
+    ]
+    metrics = deployed.clean.metrics
+    clean_row = TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, (), {})
+    yield CellsReady((clean_cell, *cells), clean_row)
+    cell_ids = [cell.cell_id for cell in cells]
+    plan = CampaignPlan(list(context.suite.bers), cell_ids, context.suite.trials,
+                        functools.partial(keys.trial_seed, group, fault_spec),
+                        fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"))
+    stored = {cell_id: dict(done.get(cell_id, {})) for cell_id in cell_ids}
+    yield from run_campaign(deployed.model, deployed.injector, fault_model, data, deployed.clean, plan, stored)
+
+
+# -- failures -------------------------------------------------------------------------------------------------
+
+
+def _error_text(error: BaseException) -> str:
+    first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+
+
+def _culprit(error: BaseException, group: Group, default_family: str) -> str:
+    """The plugin whose code raised ``error``: the deepest traceback frame in a module of one of the
+    group's items (method, model, dataset, format, fault models); else the plugin of the phase's item."""
+    if isinstance(error, PluginError):
+        return error.plugin
+    registries = get_registries()
+    specs = {"methods": group.method_spec, "models": group.model_spec, "datasets": group.dataset_spec,
+             "formats": group.format_spec}
+    owners: dict[str, str] = {}
+    default = ""
+    for family, spec in specs.items():
+        try:
+            entry = getattr(registries, family).resolve(spec.name)[0]
+        except Exception:  # a name that no longer resolves blames nobody
+            continue
+        owners[getattr(entry.item, "__module__", "")] = entry.plugin
+        info = registries.plugins.get(entry.plugin)
+        if info is not None and not info.builtin:  # a third-party package owns all its modules
+            owners[info.module.split(".")[0]] = entry.plugin
+        if family == default_family:
+            default = entry.plugin
+    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
+        module = str(frame.f_globals.get("__name__", ""))
+        for candidate in (module, module.split(".")[0]):
+            if candidate in owners:
+                return owners[candidate]
+    return default or "resbench"
+
+
+def _failures(context: JobContext, group: Group, phase: str, error: BaseException, default_family: str,
+              faults: list[ComponentSpec] | None = None) -> Failed:
+    """A :class:`Failed` for every cell of ``group`` (of ``faults``, default all fault models)."""
+    plugin = _culprit(error, group, default_family)
+    text = _error_text(error)
+    failures = [
+        CellFailure(context.keys.cell_id(group, fault_spec, ber), group.method_spec.label, group.model_spec.label,
+                    group.dataset_spec.label, group.format_spec.label, fault_spec.label, ber, phase, plugin, text)
+        for fault_spec in (faults if faults is not None else context.suite.faults)
+        for ber in [0.0, *context.suite.bers]
+    ]
+    return Failed(tuple(failures))
+
+
+_PHASE_FAMILY = {"load": "datasets", "baseline": "models", "prepare": "methods", "deploy": "formats",
+                 "campaign": "methods"}
+
+
+# -- jobs -----------------------------------------------------------------------------------------------------
+
+
+def _resources(context: JobContext) -> dict[str, float]:
+    return {"num_cpus": 1, "num_gpus": 1 if context.device.type == "cuda" else 0}
+
+
+@dataclass(frozen=True)
+class BaselineJob:
+    """Train (or load) the baseline of one model on one dataset, so that later jobs find it cached."""
+
+    context: JobContext
+    groups: tuple[Group, ...]
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """What the job asks of a scheduler (CPUs, GPUs)."""
+        return _resources(self.context)
+
+    def __call__(self) -> Iterator[JobOutput]:
+        group = self.groups[0]
+        phase = "load"
+        try:
+            splits = _splits(self.context, group.dataset_spec)
+            phase = "baseline"
+            started = time.perf_counter()
+            baseline(self.context, group.model_spec, splits)
+            yield PhaseTime("baseline", time.perf_counter() - started)
+        except Exception as error:  # confined to this model's cells
+            for each in self.groups:
+                yield _failures(self.context, each, phase, error, _PHASE_FAMILY[phase])
+
+    def lost(self, reason: str) -> Iterator[JobOutput]:
+        """Failures for every cell of the job, when its worker was lost for good."""
+        for group in self.groups:
+            yield _failures(self.context, group, "baseline", RuntimeError(reason), "models")
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    """Fit one method on one baseline (and format, for format-dependent methods) into the artifact cache."""
+
+    context: JobContext
+    groups: tuple[Group, ...]
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """What the job asks of a scheduler (CPUs, GPUs)."""
+        return _resources(self.context)
+
+    def __call__(self) -> Iterator[JobOutput]:
+        group = self.groups[0]
+        phase = "load"
+        try:
+            splits = _splits(self.context, group.dataset_spec)
+            phase = "baseline"
+            baseline_model = baseline(self.context, group.model_spec, splits)
+            phase = "prepare"
+            started = time.perf_counter()
+            prepare(self.context, resolve_method(group.method_spec), group, splits, baseline_model)
+            yield PhaseTime("prepare", time.perf_counter() - started)
+        except Exception as error:  # confined to this method's cells
+            for each in self.groups:
+                yield _failures(self.context, each, phase, error, _PHASE_FAMILY[phase])
+
+    def lost(self, reason: str) -> Iterator[JobOutput]:
+        """Failures for every cell of the job, when its worker was lost for good."""
+        for group in self.groups:
+            yield _failures(self.context, group, "prepare", RuntimeError(reason), "methods")
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """Deploy one group and run its campaigns: the trials ``done`` holds are skipped."""
+
+    context: JobContext
+    group: Group
+    done: StoredTrials
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """What the job asks of a scheduler (CPUs, GPUs)."""
+        return _resources(self.context)
+
+    def __call__(self) -> Iterator[JobOutput]:
+        context, group = self.context, self.group
+        phase = "load"
+        try:
+            splits = _splits(context, group.dataset_spec)
+            data = _evaluation_data(context, group.dataset_spec)
+            phase = "baseline"
+            baseline_model = baseline(context, group.model_spec, splits)
+            phase = "prepare"
+            started = time.perf_counter()
+            built = resolve_method(group.method_spec)
+            prepared, prepare_seconds = prepare(context, built, group, splits, baseline_model)
+            yield PhaseTime("prepare", time.perf_counter() - started)
+            phase = "deploy"
+            started = time.perf_counter()
+            number_format = resolve_format(group.format_spec.name, group.format_spec.options)
+            with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
+                deployed = deploy(context, prepared, number_format, data)
+            baseline_seconds, protected_seconds = paired_timing(baseline_model, deployed.model, data)
+            template = self._template(built, deployed, baseline_model, number_format, data,
+                                      (baseline_seconds, protected_seconds, prepare_seconds))
+            yield PhaseTime("deploy", time.perf_counter() - started)
+        except Exception as error:  # confined to this group's cells
+            yield _failures(context, group, phase, error, _PHASE_FAMILY[phase])
+            return
+        for fault_spec in context.suite.faults:
+            started = time.perf_counter()
+            try:
+                yield from campaign(context, group, fault_spec, deployed, data, template, self.done)
+            except Exception as error:  # confined to this fault model's cells
+                yield _failures(context, group, "campaign", error, "methods", faults=[fault_spec])
+            yield PhaseTime("campaign", time.perf_counter() - started)
+
+    def _template(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module,
+                  number_format: NumberFormat, data: EvaluationData, seconds: tuple[float, float, float]) -> CellRecord:
+        """What every cell of the group shares; each cell adds its identity (see :func:`campaign`)."""
+        group = self.group
+        baseline_seconds, protected_seconds, prepare_seconds = seconds
+        return CellRecord(
+            cell_id="",
+            method=group.method_spec.label,
+            model=group.model_spec.label,
+            dataset=group.dataset_spec.label,
+            format=group.format_spec.label,
+            fault_model="",
+            ber=0.0,
+            seed=self.context.suite.seed,
+            definition="",
+            method_plugin=built.entry.plugin,
+            citation=str(built.value.citation),
+            notes=built.value.notes,
+            stored_bits=deployed.stored_bits,
+            baseline_bits=FaultSpace(baseline_model, self.context.keys.space_options).total_bits(number_format),
+            fault_space=json.dumps(deployed.injector.space.describe()),
+            eval_samples=data.size,
+            clean_eval_seconds=protected_seconds,
+            baseline_eval_seconds=baseline_seconds,
+            prepare_seconds=prepare_seconds,
+        )
+
+    def lost(self, reason: str) -> Iterator[JobOutput]:
+        """Failures for every cell of the job, when its worker was lost for good."""
+        yield _failures(self.context, self.group, "campaign", RuntimeError(reason), "methods")
+
+
+Job = BaselineJob | PrepareJob | GroupJob

@@ -136,10 +136,16 @@ def register_datasets(register: Register) -> None:
 
 @hookspec
 def register_executors(register: Register) -> None:
-    """Register executors: how a run's jobs (one per dataset and model) are run.
+    """Register executors: where a run's jobs run (this process, a process pool, a cluster).
 
-    ``item`` is a factory ``item(options) -> Executor`` whose ``map(jobs)`` calls zero-argument jobs
-    and yields their results. Jobs write the results store as they go, so they run in the driver process.
+    ``item`` is a factory ``item(options) -> Executor``. ``executor.map(jobs)`` runs every job once,
+    anywhere, and yields in the driver each output the jobs yield, as soon as it arrives (one job's
+    outputs in order). A job is a picklable zero-argument callable; calling it yields picklable outputs
+    (cell records, trial rows, phase timings, failures) and touches no store: only the driver writes.
+    ``job.resources`` says what it needs (``num_cpus``, ``num_gpus``). A job whose worker is lost may be
+    run again (rows are deterministic and the store keeps each once); if it cannot be run, the executor
+    yields the outputs of ``job.lost(reason)``, which mark its cells failed. An optional ``close()`` is
+    called when the run ends.
     """
 
 

@@ -87,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resbench: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("resbench: interrupted; completed trials are stored and a rerun resumes", file=sys.stderr)
+        print("resbench: interrupted; the trials received so far are stored: run the same command again to resume",
+              file=sys.stderr)
         return 130
 
 

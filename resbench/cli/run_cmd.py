@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from resbench.config import Suite, load_suite, parse_suite
 from resbench.errors import UsageError
 from resbench.plugins import get_registries, hookimpl
 from resbench.report.formats import render_html, render_markdown
-from resbench.run.store import DEFAULT_STORE
+from resbench.run.store import DEFAULT_STORE, CellFailure
 
 __all__ = ["DEFAULT_SUITE", "RunCommand", "register_commands", "suite_from_arguments"]
 
@@ -55,10 +56,20 @@ def suite_from_arguments(args: argparse.Namespace) -> tuple[Suite, str]:
     data["trials"] = trials
     if args.seed is not None:
         data["seed"] = args.seed
-    if args.executor is not None:
-        data["executor"] = args.executor
+    data["executor"] = _executor_spec(args, data["executor"])
     source = str(path) if args.suite else "default suite"
     return parse_suite(data, f"{source} with command-line flags"), source
+
+
+def _executor_spec(args: argparse.Namespace, suite_executor: dict[str, Any]) -> dict[str, Any]:
+    """The suite's executor, or ``--executor``'s, with ``--workers`` and ``--address`` as its options."""
+    spec = dict(suite_executor) if args.executor is None else {"name": args.executor, "options": {}}
+    options = dict(spec.get("options", {}))
+    for flag, option in (("workers", "workers"), ("address", "address")):
+        value = getattr(args, flag)
+        if value is not None:
+            options[option] = value
+    return {"name": spec["name"], "options": options}
 
 
 def _device(name: str | None) -> torch.device:
@@ -99,7 +110,11 @@ class RunCommand:
         parser.add_argument("--seed", type=int, help="base seed")
         parser.add_argument("--store", type=Path, default=DEFAULT_STORE,
                             help=f"results store (default {DEFAULT_STORE})")
-        parser.add_argument("--executor", choices=get_registries().executors.names(), help="how jobs run")
+        parser.add_argument("--executor", choices=get_registries().executors.names(),
+                            help="where jobs run: local (this process), process (a pool of --workers), "
+                                 "ray (a Ray cluster at --address)")
+        parser.add_argument("--workers", type=int, help="process executor: worker processes (default: one per CPU)")
+        parser.add_argument("--address", help="ray executor: the cluster to join (host:port; default: a local Ray)")
         parser.add_argument("--data-root", type=Path, help="folder of torchvision datasets")
         parser.add_argument("--checkpoint", type=Path, help="state dict to load into the model instead of training")
         parser.add_argument("--cache-dir", type=Path, help="artifact cache (default .resbench-cache)")
@@ -129,15 +144,35 @@ class RunCommand:
             progress=not args.no_progress,
         )
         summary = run_suite(suite, settings, source)
-        write_reports(args.store, report_dir)
         tables, _ = load_leaderboard(args.store)
-        print(render_markdown(tables))
+        if tables:
+            write_reports(args.store, report_dir)
+            print(render_markdown(tables))
         phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.phases.items())
         print(
             f"{summary.cells} cells, {summary.trials_run} trials run, {summary.trials_skipped} already stored; "
             f"{summary.seconds:.1f} s ({phases}). Store: {args.store}; reports: {report_dir}"
         )
+        if summary.failures:
+            print(_failure_report(summary.failures), file=sys.stderr)
+            return 1
         return 0
+
+
+def _failure_report(failures: list[CellFailure]) -> str:
+    """The failed cells, one line per group and fault model, and how to retry them."""
+    lines: dict[tuple[str, ...], int] = {}
+    for failure in failures:
+        key = (failure.method, failure.model, failure.dataset, failure.format, failure.fault_model, failure.phase,
+               failure.plugin, failure.error)
+        lines[key] = lines.get(key, 0) + 1
+    described = [
+        f"  {method} on {model}/{dataset}, {number_format}, {fault}: {count} cells, {phase} failed in plugin "
+        f"{plugin}: {error}"
+        for (method, model, dataset, number_format, fault, phase, plugin, error), count in lines.items()
+    ]
+    return "\n".join([f"resbench: {len(failures)} cells failed (the others are stored):", *described,
+                      "Run the same command again to retry them."])
 
 
 @hookimpl

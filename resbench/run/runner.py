@@ -121,6 +121,7 @@ class _Driver:
 
     def run(self) -> RunSummary:
         started = time.perf_counter()
+        self.executor = self._executor()  # bad executor options are bad input, found before any work
         self._check_datasets()
         self.store = ResultStore(self.settings.store)  # only once bad input could no longer be found
         try:
@@ -169,7 +170,7 @@ class _Driver:
         pending = self._pending()
         if not pending:
             return
-        executor = self._executor()
+        executor = self.executor
         try:
             jobs = self._baseline_jobs([group for group, _ in pending])
             for job_list in (jobs, self._prepare_jobs([group for group, _ in pending])):

@@ -79,6 +79,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench.datasets",
     "resbench.models",
     "resbench.run.executors",
+    "resbench.run.ray_executor",
     "resbench.report.formats",
     "resbench_plugins.none",
     "resbench_plugins.ranger",

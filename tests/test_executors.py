@@ -260,3 +260,24 @@ def test_two_runs_started_together_on_one_store_one_is_refused(tmp_path: Path) -
     assert len(stored) == 2 * (300 + 1) and not stored.duplicated(["cell_id", "trial"]).any()
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0 and "0 trials run, 600 already stored" in again.stdout
+
+
+# -- ray ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Any:
+    """A Ray instance on this machine, on a loopback address, with two CPUs."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'resbench[ray]')")
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.2", include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_executor_gives_the_rows_of_local(local_ray: Any, tmp_path: Path) -> None:
+    run(tmp_path, "local.sqlite")
+    summary = run(tmp_path, "ray.sqlite", "ray")
+    pd.testing.assert_frame_equal(rows(tmp_path / "ray.sqlite"), rows(tmp_path / "local.sqlite"))
+    assert summary.trials_run == 2 * 2 * 6 and not summary.failures
+    assert local_ray.is_initialized()  # the executor left the Ray it did not start running

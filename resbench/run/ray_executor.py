@@ -1,0 +1,126 @@
+"""The ``ray`` executor (extra ``resbench[ray]``): a run's jobs as Ray tasks, on one machine or a cluster.
+
+Each job becomes a Ray task that streams its outputs back (a generator task) and declares what it needs
+(one CPU; one GPU with ``--device cuda``). Ray retries a task whose worker or node is lost; the retried
+job yields the same rows and the store keeps each once, so nothing is duplicated. Baselines and fitted
+methods reach the workers through the artifact cache directory, which the nodes must share (a network
+file system on a real cluster); the preceding baseline and preparation jobs fill it, each once.
+
+``--address HOST:PORT`` joins a running cluster (``ray start --head`` on one node, ``ray start
+--address`` on the others); without it, a Ray instance is started on this machine for the run, bound to
+the loopback address.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pydantic
+
+from resbench.errors import UsageError
+from resbench.options import Options
+from resbench.plugins import hookimpl
+
+__all__ = ["RayExecutor", "RayOptions", "register_executors"]
+
+logger = logging.getLogger(__name__)
+#: How often Ray runs a task again whose worker or node was lost.
+MAX_RETRIES = 3
+#: Jobs in flight at once (each holds a driver thread that relays its outputs).
+MAX_IN_FLIGHT = 64
+_DONE = object()
+
+
+class RayOptions(Options):
+    """Options of ``ray``."""
+
+    address: str | None = pydantic.Field(default=None, description="cluster to join, HOST:PORT "
+                                         "(default: start Ray on this machine)")
+    cpus: int | None = pydantic.Field(default=None, ge=1, description="CPUs of a Ray started on this machine "
+                                      "(default: all)")
+    node_ip_address: str = pydantic.Field(default="127.0.0.1", description="address of a Ray started on this "
+                                          "machine (loopback by default)")
+
+
+def _run_job(job: Any) -> Iterator[Any]:
+    """The Ray task: run one job where Ray placed it, streaming its outputs back."""
+    import torch
+
+    torch.set_num_threads(max(1, int(job.resources.get("num_cpus", 1))))
+    yield from job()
+
+
+class RayExecutor:
+    """Run jobs as Ray tasks on a local Ray or a cluster (``--address``)."""
+
+    Options = RayOptions
+
+    def __init__(self, options: RayOptions) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("the ray executor needs Ray: pip install 'resbench[ray]'") from None
+        self.options = options
+        self._ray = ray
+        self._started_here = False
+
+    def _connect(self) -> None:
+        ray = self._ray
+        if ray.is_initialized():
+            return
+        if self.options.address is not None:
+            ray.init(address=self.options.address, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(num_cpus=self.options.cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, _node_ip_address=self.options.node_ip_address)
+        self._started_here = True
+
+    def close(self) -> None:
+        """Disconnect from (or stop) the Ray this executor started."""
+        if self._started_here:
+            self._ray.shutdown()
+            self._started_here = False
+
+    def map(self, jobs: Iterable[Any]) -> Iterator[Any]:
+        """Submit the jobs as Ray tasks; yield their outputs as they arrive."""
+        jobs = list(jobs)
+        if not jobs:
+            return
+        self._connect()
+        task = self._ray.remote(_run_job)
+        outputs: queue.Queue[Any] = queue.Queue()
+
+        def relay(job: Any) -> None:
+            try:
+                resources = job.resources
+                stream: Any = task.options(num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0),
+                                      max_retries=MAX_RETRIES).remote(job)
+                for reference in stream:
+                    outputs.put(self._ray.get(reference))
+            except Exception as error:  # lost for good (retries spent) or not schedulable
+                logger.warning("a Ray task failed: %s", error)
+                for output in job.lost(f"the Ray task failed: {type(error).__name__}: {error}"):
+                    outputs.put(output)
+            finally:
+                outputs.put(_DONE)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(jobs), MAX_IN_FLIGHT)) as threads:
+            for job in jobs:
+                threads.submit(relay, job)
+            finished = 0
+            while finished < len(jobs):
+                output = outputs.get()
+                if output is _DONE:
+                    finished += 1
+                else:
+                    yield output
+
+
+@hookimpl
+def register_executors(register: Any) -> None:
+    """Register ``ray`` (it needs the ``resbench[ray]`` extra only when used)."""
+    register("ray", RayExecutor)

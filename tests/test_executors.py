@@ -128,7 +128,8 @@ def test_a_failing_plugin_is_named_and_the_other_cells_go_on(broken_methods: Non
     cells_per_method = 2 * (1 + 2)  # formats x (clean + BERs)
     assert len(summary.failures) == 2 * cells_per_method
     assert (by_method["breakable"].phase, by_method["breakable"].plugin) == ("prepare", BROKEN_PLUGIN)
-    assert by_method["breakable"].error == "ValueError: threshold search diverged"
+    assert by_method["breakable"].error == (f"plugin '{BROKEN_PLUGIN}', method 'breakable', in fit: "
+                                            "ValueError: threshold search diverged")
     assert (by_method["explodes"].phase, by_method["explodes"].plugin) == ("deploy", BROKEN_PLUGIN)
     assert "out of memory" in by_method["explodes"].error
     stored = rows(tmp_path / "r.sqlite")
@@ -154,7 +155,8 @@ def test_run_exits_1_listing_failed_cells_and_a_rerun_retries_them(
     output = capsys.readouterr()
     assert "resbench: 2 cells failed" in output.err
     assert "breakable on test-mlp/synthetic" in output.err
-    assert f"prepare failed in plugin {BROKEN_PLUGIN}: ValueError: threshold search diverged" in output.err
+    assert f"prepare failed in plugin {BROKEN_PLUGIN}: plugin '{BROKEN_PLUGIN}', method 'breakable', in fit: " \
+           "ValueError: threshold search diverged" in output.err
     assert "Run the same command again to retry them" in output.err
     assert "| none" in output.out  # the leaderboard of what did run
     monkeypatch.setattr(Breakable, "broken", False)

@@ -154,6 +154,9 @@ class RunCommand:
             f"{summary.seconds:.1f} s ({phases}). Store: {args.store}; reports: {report_dir}"
         )
         if summary.failures:
+            if getattr(args, "verbose", False):
+                for details in summary.failure_details:
+                    print(details, file=sys.stderr)
             print(_failure_report(summary.failures), file=sys.stderr)
             return 1
         return 0

@@ -120,6 +120,8 @@ def write_figures(tables: list[LeaderboardTable], trials: pd.DataFrame, output: 
     written: list[Path] = []
     for table in tables:
         group_trials = trials[trials["cell_id"].isin(table.cell_ids)]
+        if not (group_trials["ber"] > 0).any():  # its campaign failed: a table without a curve to draw
+            continue
         written += _save(plot_accuracy_curves(table), output, f"accuracy_{_slug(table)}")
         written += _save(plot_distributions(table, group_trials), output, f"distribution_{_slug(table)}")
     return written

@@ -38,7 +38,7 @@ from torch import nn
 from resbench.cache import ArtifactCache
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import DatasetSplits, load_dataset
-from resbench.errors import PluginError, blame_plugin
+from resbench.errors import PluginError, ResbenchError, blame_plugin
 from resbench.faults import resolve_fault_model
 from resbench.faultspace import FaultSpace
 from resbench.formats import NumberFormat, resolve_format
@@ -119,9 +119,11 @@ class PhaseTime:
 
 @dataclass(frozen=True)
 class Failed:
-    """Cells that could not be measured, with the phase, the plugin to blame and the error."""
+    """Cells that could not be measured, with the phase, the plugin to blame and the error; ``details``
+    is the traceback, for the driver's log (``resbench -v``)."""
 
     failures: tuple[CellFailure, ...]
+    details: str = ""
 
 
 JobOutput = CellsReady | TrialRow | PhaseTime | Failed
@@ -336,6 +338,9 @@ def campaign(
 
 
 def _error_text(error: BaseException) -> str:
+    """One line: resbench's own errors (a plugin named, bad input) as they are, others with their type."""
+    if isinstance(error, ResbenchError):
+        return " ".join(str(error).split())
     first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
     return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
 
@@ -380,7 +385,8 @@ def _failures(context: JobContext, group: Group, phase: str, error: BaseExceptio
         for fault_spec in (faults if faults is not None else context.suite.faults)
         for ber in [0.0, *context.suite.bers]
     ]
-    return Failed(tuple(failures))
+    details = "".join(traceback.format_exception(error))
+    return Failed(tuple(failures), details)
 
 
 _PHASE_FAMILY = {"load": "datasets", "baseline": "models", "prepare": "methods", "deploy": "formats",

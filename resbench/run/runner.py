@@ -84,6 +84,8 @@ class RunSummary:
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     failures: list[CellFailure] = field(default_factory=list)
+    #: The tracebacks behind the failures (``resbench -v`` prints them).
+    failure_details: list[str] = field(default_factory=list)
 
 
 def _file_digest(path: Path) -> str:
@@ -234,8 +236,10 @@ class _Driver:
                 self.store.record_failures(output.failures, self.summary.run_id)
                 self.summary.failures.extend(output.failures)
                 first = output.failures[0]
-                logger.warning("%s on %s/%s, format %s: %s failed (plugin %s): %s", first.method, first.model,
+                logger.info("%s on %s/%s, format %s: %s failed (plugin %s): %s", first.method, first.model,
                                first.dataset, first.format, first.phase, first.plugin, first.error)
+                if output.details:
+                    self.summary.failure_details.append(output.details)
             else:
                 raise TypeError(f"a job yielded {type(output).__name__}, which resbench does not know")
         self._flush()

@@ -279,8 +279,10 @@ def test_two_runs_started_together_on_one_store_one_is_refused(tmp_path: Path) -
 def local_ray() -> Any:
     """A Ray instance on this machine, on a loopback address, with two CPUs."""
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'resbench[ray]')")
+    # The workers import this module when a test sends them one of its jobs.
+    search_path = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent.parent)])
     ray.init(num_cpus=2, _node_ip_address="127.0.0.2", include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+             configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": search_path}})
     yield ray
     ray.shutdown()
 
@@ -291,3 +293,47 @@ def test_ray_executor_gives_the_rows_of_local(local_ray: Any, tmp_path: Path) ->
     pd.testing.assert_frame_equal(rows(tmp_path / "ray.sqlite"), rows(tmp_path / "local.sqlite"))
     assert summary.trials_run == 2 * 2 * 6 and not summary.failures
     assert local_ray.is_initialized()  # the executor left the Ray it did not start running
+
+
+class DiesOnce:
+    """A job that, the first time it runs, kills its own worker process after a few outputs (a node lost
+    mid-task); picklable, so it travels to Ray workers like any job."""
+
+    def __init__(self, job: Any, marker: Path) -> None:
+        self.job = job
+        self.marker = marker
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return dict(self.job.resources)
+
+    def __call__(self) -> Any:
+        first_attempt = not self.marker.exists()
+        self.marker.touch()
+        for index, output in enumerate(self.job()):
+            if first_attempt and index == 5:
+                os._exit(1)
+            yield output
+
+    def lost(self, reason: str) -> Any:
+        return self.job.lost(reason)
+
+
+def test_ray_retries_a_job_whose_worker_died_without_duplicating_rows(local_ray: Any, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from resbench.run import runner
+
+    run(tmp_path, "local.sqlite")
+    original = runner.GroupJob
+    markers = iter(range(100))
+
+    def dies_once(*arguments: Any) -> DiesOnce:
+        return DiesOnce(original(*arguments), tmp_path / f"attempted-{next(markers)}")
+
+    monkeypatch.setattr(runner, "GroupJob", dies_once)
+    summary = run(tmp_path, "ray.sqlite", "ray")
+    assert not summary.failures
+    assert len(list(tmp_path.glob("attempted-*"))) == 2  # both groups' first workers died
+    stored = rows(tmp_path / "ray.sqlite")
+    assert not stored.duplicated(["cell_id", "trial"]).any()
+    pd.testing.assert_frame_equal(stored, rows(tmp_path / "local.sqlite"))

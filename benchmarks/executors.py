@@ -1,12 +1,13 @@
 """Wall time of one suite on each executor: ``local``, ``process`` (2 workers) and ``ray`` (2 CPUs).
 
 The suite is the default one (lenet5 on mnist5k, fp32 and q15.16, nine BERs) with a fixed number of
-trials. Its baseline is trained once beforehand into a shared artifact cache, so each executor times
-the same work: deploying both formats and running their campaigns, with its own start-up cost (worker
-processes importing torch, Ray starting) included. Each executor writes a fresh store; the rows are
-checked to be identical.
+trials and, by default, the methods whose preparation is quick (none, ranger, clipact: six groups).
+Its baseline and fitted methods are made once beforehand into a shared artifact cache, so each
+executor times the same work: preparing and deploying every group and running its campaigns, with its
+own start-up cost (worker processes importing torch, Ray starting) included. Each executor writes a
+fresh store; the rows are checked to be identical.
 
-    python benchmarks/executors.py [--trials 30] [--quick]
+    python benchmarks/executors.py [--trials 30] [--quick] [--methods none,ranger,clipact]
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30, help="trials per cell (default 30)")
     parser.add_argument("--quick", action="store_true", help="10 trials per cell")
+    parser.add_argument("--methods", default="none,ranger,clipact", help="comma-separated methods")
     args = parser.parse_args()
     trials = 10 if args.quick else args.trials
-    base = load_suite(SUITE).model_dump()
+    base = {**load_suite(SUITE).model_dump(), "methods": args.methods.split(",")}
     executors = [spec for spec in EXECUTORS
                  if spec["name"] != "ray" or importlib.util.find_spec("ray") is not None]
     with tempfile.TemporaryDirectory() as folder:
@@ -63,8 +65,8 @@ def main() -> None:
             return time.perf_counter() - started
 
         run({"name": "local"}, "warm-up.sqlite")  # trains the baseline into the shared cache
-        print(f"default suite, {trials} trials per cell, 2 formats x 9 BERs, baseline cached; "
-              f"{torch.get_num_threads()} torch threads in the driver")
+        print(f"default suite with methods {args.methods}: {trials} trials per cell, 2 formats x 9 BERs, "
+              f"baseline and fits cached; {torch.get_num_threads()} torch threads in the driver")
         print(f"{'executor':<26} {'wall s':>8} {'speedup':>8} {'rows equal':>11}")
         reference: pd.DataFrame | None = None
         local_seconds = 0.0

@@ -143,8 +143,10 @@ class ProcessExecutor:
 
     def map(self, jobs: Iterable[Any]) -> Iterator[Any]:
         """Run the jobs on the workers; yield their outputs as they arrive."""
-        pool = self._started()
         jobs = list(jobs)
+        if not jobs:
+            return
+        pool = self._started()
         attempts = [1] * len(jobs)
         waiting = deque(range(len(jobs)))
         unfinished = set(range(len(jobs)))

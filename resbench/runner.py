@@ -29,8 +29,9 @@ from tqdm import tqdm
 from resbench.cache import ArtifactCache
 from resbench.campaign import CampaignPlan, CleanReference, run_campaign, trials_needed
 from resbench.config import ComponentSpec, Suite, check_suite_names
-from resbench.datasets import DatasetSplits, load_dataset
+from resbench.datasets import TEST_SUBSET, DatasetSplits, load_dataset
 from resbench.errors import PluginError, UsageError, blame_plugin
+from resbench.estimator import CellDesign, effective_sampling, zero_flip_probability
 from resbench.evaluation import (
     EvaluationData,
     load_evaluation_data,
@@ -38,10 +39,11 @@ from resbench.evaluation import (
     predictions_of,
     trial_metrics,
 )
-from resbench.faults import resolve_fault_model
+from resbench.faults import FaultModel, resolve_fault_model
 from resbench.faultspace import FaultSpace, FaultSpaceLayout, FaultSpaceOptions
 from resbench.formats import NumberFormat, resolve_format
 from resbench.injection import Injector
+from resbench.measures import baseline_checksum, chance_accuracy, interleaved_timing
 from resbench.methods.base import Method, PrepareContext, defines_fit
 from resbench.models import build_model, load_checkpoint
 from resbench.options import validate_options
@@ -55,7 +57,6 @@ from resbench.training import load_or_train_baseline
 __all__ = ["RunSettings", "RunSummary", "check_fault_formats", "run_suite"]
 
 logger = logging.getLogger(__name__)
-TIMING_REPEATS = 5
 
 
 @dataclass(frozen=True)
@@ -90,25 +91,6 @@ class _Deployed:
     injector: Injector
     clean: CleanReference
     stored_bits: int
-
-
-def _paired_timing(baseline: nn.Module, protected: nn.Module, data: EvaluationData) -> tuple[float, float]:
-    """Fastest clean-pass times of the baseline and the protected model, measured alternately.
-
-    Alternating the passes exposes both models to the same machine noise, and the fastest of several
-    passes is the least disturbed by it, so their ratio is fair.
-    """
-    predict_logits(baseline, data)
-    predict_logits(protected, data)
-    times: dict[int, list[float]] = {0: [], 1: []}
-    for _ in range(TIMING_REPEATS):
-        for index, model in enumerate((baseline, protected)):
-            started = time.perf_counter()
-            predict_logits(model, data)
-            if data.images.is_cuda:
-                torch.cuda.synchronize(data.images.device)
-            times[index].append(time.perf_counter() - started)
-    return min(times[0]), min(times[1])
 
 
 @dataclass(frozen=True)
@@ -206,7 +188,7 @@ class _Runner:
                 with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
                     deployed = self._deploy(prepared, number_format, data)
                 self._phase("deploy", time.perf_counter() - started)
-                baseline_seconds, protected_seconds = _paired_timing(baseline, deployed.model, data)
+                timing = interleaved_timing(baseline, deployed.model, data)
                 # What every cell of the group shares; each cell adds its identity (see _cell).
                 template = CellRecord(
                     cell_id="",
@@ -225,9 +207,12 @@ class _Runner:
                     baseline_bits=FaultSpace(baseline, self.space_options).total_bits(number_format),
                     fault_space=json.dumps(deployed.injector.space.describe()),
                     eval_samples=data.size,
-                    clean_eval_seconds=protected_seconds,
-                    baseline_eval_seconds=baseline_seconds,
+                    clean_eval_seconds=min(timing["protected"]),
+                    baseline_eval_seconds=min(timing["baseline"]),
                     prepare_seconds=prepare_seconds,
+                    chance_accuracy=chance_accuracy(data.labels),
+                    baseline_checksum=baseline_checksum(baseline),
+                    timing=json.dumps(timing),
                 )
                 for fault_spec in self.suite.faults:
                     started = time.perf_counter()
@@ -340,6 +325,9 @@ class _Runner:
                 "seed": self.suite.seed,
                 "training": self.suite.training,
                 "checkpoint": self.checkpoint_digest,
+                "sampling": effective_sampling(self.suite.trials.sampling,
+                                               resolve_fault_model(fault_spec.name, fault_spec.options)),
+                "test_subset": TEST_SUBSET if "test_limit" in group.dataset_spec.options else None,
             },
             sort_keys=True,
             default=str,
@@ -379,7 +367,11 @@ class _Runner:
     ) -> None:
         fault_model = resolve_fault_model(fault_spec.name, fault_spec.options)
         clean_cell = self._cell(group, fault_spec, 0.0, template)
-        cells = [self._cell(group, fault_spec, ber, template) for ber in self.suite.bers]
+        sampling = effective_sampling(self.suite.trials.sampling, fault_model)
+        designs = _designs(sampling, fault_model, deployed, self.suite.bers)
+        cells = [dataclasses.replace(self._cell(group, fault_spec, ber, template), sampling=sampling,
+                                     zero_flip_probability=design.zero_flip)
+                 for ber, design in zip(self.suite.bers, designs, strict=True)]
         for cell in [clean_cell, *cells]:
             self.store.upsert_cell(cell, self.summary.run_id)
         metrics = deployed.clean.metrics
@@ -389,7 +381,8 @@ class _Runner:
         )
         fault_entry, _ = self.registries.faults.resolve(fault_spec.name)
         plan = CampaignPlan(list(self.suite.bers), [c.cell_id for c in cells], self.suite.trials,
-                            self._trial_seed(group, fault_spec),
+                            self._trial_seed(group, fault_spec), designs=designs,
+                            conditional=sampling == "conditional",
                             fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"))
         self.summary.cells += len(cells) + 1
         stored = self.store.trial_accuracies(plan.cell_ids)
@@ -416,6 +409,16 @@ class _Runner:
         self.progress.update(1)
 
 
+def _designs(sampling: str, fault_model: FaultModel, deployed: _Deployed, bers: list[float]) -> list[CellDesign]:
+    """Per BER, how trials become the estimate: P(K = 0) and the clean accuracy for conditional cells."""
+    if sampling != "conditional":
+        return [CellDesign() for _ in bers]
+    layout = deployed.injector.layout
+    bits = layout.total_elements * fault_model.allowed_bits(layout).size
+    clean = deployed.clean.metrics.accuracy
+    return [CellDesign(zero_flip_probability(bits, ber), clean) for ber in bers]
+
+
 def check_fault_formats(suite: Suite, source: str) -> None:
     """Check each fault model against each number format (bit fields, positions) before any work."""
     registries = get_registries()
@@ -434,4 +437,20 @@ def run_suite(suite: Suite, settings: RunSettings, source: str = "suite") -> Run
     """Run every cell of ``suite`` that the store does not hold yet; returns what was done."""
     check_suite_names(suite, source)
     check_fault_formats(suite, source)
-    return _Runner(suite, settings).run()
+    if not suite.seeds:
+        return _Runner(suite, settings).run()
+    summaries = [_Runner(suite.model_copy(update={"seed": seed, "seeds": []}), settings).run() for seed in suite.seeds]
+    return _merged(summaries)
+
+
+def _merged(summaries: list[RunSummary]) -> RunSummary:
+    """One summary for the runs of a suite with several seeds (the last run's id)."""
+    merged = RunSummary(run_id=summaries[-1].run_id)
+    for summary in summaries:
+        merged.cells += summary.cells
+        merged.trials_run += summary.trials_run
+        merged.trials_skipped += summary.trials_skipped
+        merged.seconds += summary.seconds
+        for name, seconds in summary.phases.items():
+            merged.phases[name] = merged.phases.get(name, 0.0) + seconds
+    return merged

@@ -58,7 +58,12 @@ CREATE TABLE IF NOT EXISTS cells (
     clean_eval_seconds REAL NOT NULL,
     baseline_eval_seconds REAL NOT NULL,
     prepare_seconds REAL NOT NULL,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id)
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    sampling TEXT NOT NULL DEFAULT 'bernoulli',
+    zero_flip_probability REAL NOT NULL DEFAULT 0,
+    chance_accuracy REAL,
+    baseline_checksum TEXT NOT NULL DEFAULT '',
+    timing TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS trials (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id),
@@ -74,16 +79,34 @@ CREATE TABLE IF NOT EXISTS trials (
     flips_per_bit TEXT NOT NULL,
     flips_per_tensor TEXT NOT NULL,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    effective_flips INTEGER,
     PRIMARY KEY (cell_id, trial)
 );
 """
+
+# Columns added since the first schema: a store written before gets them (with these defaults) on open.
+_ADDED_COLUMNS = {
+    "cells": {
+        "sampling": "TEXT NOT NULL DEFAULT 'bernoulli'",
+        "zero_flip_probability": "REAL NOT NULL DEFAULT 0",
+        "chance_accuracy": "REAL",
+        "baseline_checksum": "TEXT NOT NULL DEFAULT ''",
+        "timing": "TEXT NOT NULL DEFAULT '{}'",
+    },
+    "trials": {"effective_flips": "INTEGER"},
+}
 
 
 @dataclass(frozen=True)
 class CellRecord:
     """What a cell is (its definition) and what is known about it before any trial.
 
-    ``fault_space`` lists the stored tensors faults may hit (JSON: name, kind, shape).
+    ``fault_space`` lists the stored tensors faults may hit (JSON: name, kind, shape). ``sampling`` is
+    the campaign design (:mod:`resbench.estimator`): for ``conditional`` cells the stored trial
+    accuracies are conditional on at least one flip and ``zero_flip_probability`` is P(K = 0).
+    ``chance_accuracy`` is the accuracy of always predicting the test split's most frequent class;
+    ``baseline_checksum`` the SHA-256 of the trained baseline's weights; ``timing`` the interleaved
+    clean-pass times (JSON: ``baseline`` and ``protected`` seconds, pass by pass).
     """
 
     cell_id: str
@@ -105,12 +128,19 @@ class CellRecord:
     clean_eval_seconds: float
     baseline_eval_seconds: float
     prepare_seconds: float
+    sampling: str = "bernoulli"
+    zero_flip_probability: float = 0.0
+    chance_accuracy: float | None = None
+    baseline_checksum: str = ""
+    timing: str = "{}"
 
 
 @dataclass(frozen=True)
 class TrialRow:
     """One trial's outcome. Rates are percentages of the evaluated samples.
 
+    ``flips`` counts sampled sites; ``effective_flips`` the bits that really changed (a legacy draw that
+    hit a bit twice cancels, a stuck-at site already at its value changes nothing).
     ``flips_per_bit`` counts sites by bit position (LSB = 0); ``flips_per_tensor`` by stored tensor
     (non-zero counts only).
     """
@@ -127,6 +157,7 @@ class TrialRow:
     seconds: float
     flips_per_bit: tuple[int, ...]
     flips_per_tensor: dict[str, int]
+    effective_flips: int | None = None
 
 
 class ResultStore:
@@ -142,8 +173,17 @@ class ResultStore:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=NORMAL")
             self._connection.executescript(_SCHEMA)
+            self._add_missing_columns()
         except sqlite3.DatabaseError as error:
             raise UsageError(f"{self.path}: not a resbench store: {error}") from None
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row[1] for row in self._connection.execute(f"PRAGMA table_info({table})")}
+            for name, declaration in columns.items():
+                if name not in present:
+                    with self._connection:
+                        self._connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     @classmethod
     def open_existing(cls, path: Path) -> ResultStore:
@@ -213,12 +253,15 @@ class ResultStore:
                 json.dumps(list(row.flips_per_bit)),
                 json.dumps(row.flips_per_tensor, sort_keys=True),
                 run_id,
+                row.effective_flips,
             )
             for row in rows
         ]
+        columns = ("cell_id, trial, seed, accuracy, sdc_rate, critical_sdc_rate, due_rate, flips, reused, seconds, "
+                   "flips_per_bit, flips_per_tensor, run_id, effective_flips")
         with self._transaction() as connection:
             connection.executemany(
-                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO trials ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (cell_id, trial) DO NOTHING",
                 values,
             )
@@ -240,7 +283,8 @@ class ResultStore:
     def trials_frame(self) -> pd.DataFrame:
         """Every trial joined with its cell, one row per trial."""
         return pd.read_sql_query(
-            "SELECT c.method, c.model, c.dataset, c.format, c.fault_model, c.ber, c.seed AS base_seed, t.* "
+            "SELECT c.method, c.model, c.dataset, c.format, c.fault_model, c.ber, c.seed AS base_seed, "
+            "c.sampling, c.zero_flip_probability, t.* "
             "FROM trials t JOIN cells c USING (cell_id) ORDER BY c.dataset, c.model, c.format, "
             "c.fault_model, c.method, c.ber, t.trial",
             self._connection,

@@ -12,6 +12,7 @@ import torch
 
 from resbench import campaign
 from resbench.config import Suite, TrialPolicy, parse_suite
+from resbench.estimator import CellDesign
 from resbench.runner import RunSettings, run_suite
 
 SUITE = {
@@ -90,17 +91,21 @@ def test_rerun_skips_stored_trials_and_completes_missing_ones(tmp_path: Path, mo
     assert len(_trials(path)) == 2 * 13
 
 
-def test_adaptive_trials_stop_at_target_or_maximum() -> None:
+def test_adaptive_trials_stop_at_target_or_maximum_never_on_zero_spread() -> None:
     policy = TrialPolicy(trials=3, max_trials=10, ci_halfwidth=1.0)
     assert campaign.trials_needed([90.0, 90.0], policy)
-    assert not campaign.trials_needed([90.0, 90.0, 90.0], policy)  # zero spread: converged
+    assert campaign.trials_needed([90.0, 90.0, 90.0], policy)  # zero spread is no evidence of convergence
     assert campaign.trials_needed([90.0, 50.0, 70.0], policy)
     assert not campaign.trials_needed([90.0, 50.0] * 5, policy)  # maximum reached
     assert not campaign.trials_needed([1.0] * 3, TrialPolicy(trials=3))
+    # Conditional cells: only P(K >= 1) of the estimate is uncertain, so a rare-flip cell converges.
+    rare = CellDesign(zero_flip=0.99, clean=90.0)
+    assert not campaign.trials_needed([90.0, 90.0, 90.0], policy, rare)
+    assert campaign.trials_needed([90.0, 90.0, 90.0], policy, CellDesign(zero_flip=0.5, clean=90.0))
 
 
 def test_zero_flip_trials_reuse_the_clean_result(tmp_path: Path) -> None:
-    trials = _trials(_run(tmp_path, bers=[1e-9]))
+    trials = _trials(_run(tmp_path, bers=[1e-9], trials={"trials": 4, "sampling": "bernoulli"}))
     faulty = trials[trials["ber"] > 0]
     clean = trials[trials["ber"] == 0].set_index("format")["accuracy"]
     assert (faulty["flips"] == 0).all()

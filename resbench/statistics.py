@@ -80,11 +80,6 @@ class TrialWeights:
         ends = np.random.default_rng([seed, 2**32 - 1, draws]).standard_gamma(0.5, size=(2, draws))
         return cls(trials=trials, low=ends[0], high=ends[1])
 
-    def swapped(self) -> TrialWeights:
-        """The same draws with the pseudo-trials' ends exchanged: the opposite member of a pair sees the
-        worst case where this one sees the best, so a paired difference is widened, never narrowed."""
-        return TrialWeights(self.trials, self.high, self.low)
-
     def mean_draws(self, trials: Indices, values: Values, low: float, high: float) -> np.ndarray:
         """Posterior draws of the mean of ``values`` (observed at trial indices ``trials``) on ``[low, high]``."""
         index = np.asarray(trials, dtype=np.int64)

@@ -52,8 +52,6 @@ def test_weights_of_a_trial_do_not_depend_on_how_many_trials_there_are() -> None
     few, many = TrialWeights.draw(10), TrialWeights.draw(130)
     assert np.array_equal(few.trials, many.trials[:, :10])
     assert np.array_equal(few.low, many.low)
-    swapped = few.swapped()
-    assert np.array_equal(swapped.low, few.high) and np.array_equal(swapped.high, few.low)
 
 
 def test_summary_reports_median_fifth_percentile_and_catastrophic_share() -> None:

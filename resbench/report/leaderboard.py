@@ -18,7 +18,9 @@ Columns (``results/README.md`` explains each for readers; every interval is 95%)
   least :data:`MIN_FLIP_TRIALS` trials that flipped a bit.
 * ``diff@BER`` with ``diff_low@``, ``diff_high@``, ``p_holm@``: paired difference to ``none`` on the
   trials with the same index (same fault sites where the fault spaces agree), its interval and the
-  Holm-adjusted p-value of the paired randomization test over all of the table's comparisons.
+  Holm-adjusted p-value of the paired randomization test over all of the table's comparisons. Paired
+  draws share every weight, the pseudo-trials' too: a pseudo-trial is one unseen fault pattern, at its
+  worst (or best) for both methods at once.
 * ``added_values``: stored values the method adds to the fault space (bounds, thresholds);
   ``added_bits``, ``added_bits_pct``: the stored bits they add.
 * ``overhead_pct`` with ``overhead_low``, ``overhead_high``: median of the paired ratios of interleaved
@@ -88,6 +90,7 @@ class LeaderboardTable:
     provenance: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     notes: tuple[str, ...] = field(default=())
+    setup_id: str = ""
 
     @property
     def description(self) -> str:
@@ -145,9 +148,9 @@ class _SeedCurve:
     cells: list[_Cell | None]
     weights: TrialWeights
 
-    def draws(self, swapped: bool = False) -> np.ndarray:
+    def draws(self) -> np.ndarray:
         """Posterior draws of mean accuracy, one column per BER (NaN columns where a cell is missing)."""
-        weights = self.weights.swapped() if swapped else self.weights
+        weights = self.weights
         columns = [
             weights.mean_draws(cell.trials, cell.values, *cell.bounds) if cell is not None and cell.trials.size
             else np.full(weights.low.size, math.nan)
@@ -234,14 +237,13 @@ class _MethodResult:
     row: dict[str, object]
     curves: dict[int, _SeedCurve]
     score_draws: np.ndarray
-    score_draws_swapped: np.ndarray
 
 
-def _scores(curves: dict[int, _SeedCurve], bers: list[float], swapped: bool) -> tuple[np.ndarray, list[float]]:
+def _scores(curves: dict[int, _SeedCurve], bers: list[float]) -> tuple[np.ndarray, list[float]]:
     """Score draws pooled over seeds (mean of each seed's draws) and each seed's score."""
     per_seed_draws, per_seed = [], []
     for curve in curves.values():
-        per_seed_draws.append(resilience_score(bers, curve.draws(swapped), curve.clean, curve.chance))
+        per_seed_draws.append(resilience_score(bers, curve.draws(), curve.clean, curve.chance))
         per_seed.append(float(resilience_score(bers, curve.means()[None, :], curve.clean, curve.chance)[0]))
     return np.mean(per_seed_draws, axis=0), per_seed
 
@@ -289,8 +291,7 @@ def _method_result(
         lows.append(min(low, mean))
         counts.append(min(cell.accuracies.size for cell in cells_here))
         flip_trials.append(min(_flip_count(cell.frame) for cell in cells_here))
-    score_draws, per_seed = _scores(curves, bers, swapped=False)
-    swapped_draws, _ = _scores(curves, bers, swapped=True)
+    score_draws, per_seed = _scores(curves, bers)
     span = covered_range(bers) if bers else None
     row["score"] = float(np.mean(per_seed))
     row["score_low"], row["score_high"] = (quantile_interval(score_draws) if not np.isnan(score_draws).any()
@@ -311,7 +312,9 @@ def _method_result(
     row["flip_trials_min"] = min(flip_trials) if flip_trials else 0
     row["citation"] = str(first["citation"])
     row["notes"] = str(first["notes"])
-    return _MethodResult(row, curves, score_draws, swapped_draws)
+    checksums = sorted({str(value) for value in cells.get("baseline_checksum", pd.Series(dtype=str)) if value})
+    row["baseline_checksum"] = ",".join(checksum[:12] for checksum in checksums)
+    return _MethodResult(row, curves, score_draws)
 
 
 def _added_values(fault_space: str) -> int:
@@ -329,7 +332,7 @@ def _paired(first: _SeedCurve, second: _SeedCurve, index: int) -> tuple[np.ndarr
     if common.size == 0:
         return np.zeros(0), np.full(first.weights.low.size, math.nan)
     draws = (first.weights.mean_draws(common, one.values[in_one], *one.bounds)
-             - first.weights.swapped().mean_draws(common, two.values[in_two], *two.bounds))
+             - first.weights.mean_draws(common, two.values[in_two], *two.bounds))
     return one.values[in_one] - two.values[in_two], draws
 
 
@@ -370,7 +373,7 @@ def _ranks(results: dict[str, _MethodResult], order: list[str]) -> dict[str, str
     for method in order:
         draws = results[method].score_draws
         if groups and not np.isnan(draws).any():
-            leader = results[groups[-1][0]].score_draws_swapped
+            leader = results[groups[-1][0]].score_draws
             low, high = quantile_interval(leader - draws, level)
             if low <= 0 <= high:
                 groups[-1].append(method)
@@ -436,6 +439,6 @@ def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[Leaderb
         seeds = tuple(sorted(int(seed) for seed in group_cells["seed"].unique()))
         tables.append(LeaderboardTable(dataset, model, number_format, fault_model, bers, frame,
                                        tuple(group_cells["cell_id"]), shown_setup, seeds=seeds,
-                                       notes=_notes(fault_model, group_cells)))
+                                       notes=_notes(fault_model, group_cells), setup_id=setup))
     return tables
 

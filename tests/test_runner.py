@@ -30,7 +30,7 @@ SUITE = {
 
 
 def _run(tmp_path: Path, store: str = "r.sqlite", **changes: object) -> Path:
-    suite = parse_suite({**SUITE, **changes}, "test")
+    suite = parse_suite({key: value for key, value in {**SUITE, **changes}.items() if value is not None}, "test")
     settings = RunSettings(store=tmp_path / store, device=torch.device("cpu"), cache_dir=tmp_path / "cache",
                            progress=False)
     run_suite(suite, settings)
@@ -156,3 +156,18 @@ def test_adaptive_stopping_computes_the_t_quantile_once_per_sample_size(monkeypa
     for _ in range(50):
         assert campaign.trials_needed(accuracies, policy)
     assert len(calls) <= 1
+
+
+def test_several_seeds_train_their_own_baselines_and_pool_in_one_table(tmp_path: Path) -> None:
+    from resbench.report.leaderboard import build_leaderboard
+    from resbench.store import ResultStore
+
+    path = _run(tmp_path, seed=None, seeds=[7, 8], formats=["fp32"], bers=[1e-3, 1e-2], trials=3)
+    with ResultStore(path) as store:
+        cells = store.cells_frame()
+        tables = build_leaderboard(cells, store.trials_frame())
+    assert sorted(set(cells["seed"])) == [7, 8]
+    assert cells.groupby("seed")["baseline_checksum"].first().nunique() == 2  # two trained models
+    assert (cells["chance_accuracy"] > 0).all()
+    [table] = tables
+    assert table.seeds == (7, 8) and int(table.rows.loc[0, "seeds"]) == 2

@@ -52,9 +52,11 @@ def _timed_pass(model: nn.Module, data: EvaluationData) -> float:
 
 
 def interleaved_timing(
-    baseline: nn.Module, protected: nn.Module, data: EvaluationData, repeats: int = TIMING_REPEATS
+    baseline: nn.Module, protected: nn.Module, data: EvaluationData, repeats: int | None = None
 ) -> dict[str, list[float]]:
-    """Clean-pass seconds of both models, alternating which goes first, after one warm-up pass each."""
+    """Clean-pass seconds of both models, alternating which goes first, after one warm-up pass each
+    (``repeats`` pairs, :data:`TIMING_REPEATS` by default)."""
+    repeats = TIMING_REPEATS if repeats is None else repeats
     predict_logits(baseline, data)
     predict_logits(protected, data)
     times: dict[str, list[float]] = {"baseline": [], "protected": []}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from resbench.datasets.base import TEST_SUBSET, DatasetOptions, DatasetSplits, stratified_split
+from resbench.datasets.base import TEST_SUBSET, DatasetOptions, DatasetSplits, limit_test, stratified_split
 from resbench.datasets.embedded import (
     DigitsOptions,
     Mnist5kOptions,
@@ -34,6 +34,7 @@ __all__ = [
     "DatasetOptions",
     "DatasetSplits",
     "iterate_batches",
+    "limit_test",
     "load_dataset",
     "register_datasets",
     "stratified_split",

@@ -15,11 +15,11 @@ from resbench.measures import baseline_checksum, chance_accuracy, overhead_inter
 
 def test_checksum_changes_with_any_weight_bit() -> None:
     torch.manual_seed(0)
-    model = nn.Linear(4, 3)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))  # a 0-d integer buffer too
     first = baseline_checksum(model)
     assert first == baseline_checksum(model)
     with torch.no_grad():
-        model.weight.view(-1)[0] = torch.nextafter(model.weight.view(-1)[0], torch.tensor(10.0))
+        model[0].weight.view(-1)[0] = torch.nextafter(model[0].weight.view(-1)[0], torch.tensor(10.0))
     assert baseline_checksum(model) != first
 
 

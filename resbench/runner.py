@@ -338,13 +338,17 @@ class _Runner:
 
     def _complete(self, group: _Group) -> bool:
         """Whether the store already holds every trial of ``group`` (a rerun then skips it whole)."""
-        faulty = [self._cell_id(group, fault, ber) for fault in self.suite.faults for ber in self.suite.bers]
+        faulty = {self._cell_id(group, fault, ber): self._cell_id(group, fault, 0.0)
+                  for fault in self.suite.faults for ber in self.suite.bers}
         clean = [self._cell_id(group, fault, 0.0) for fault in self.suite.faults]
         stored = self.store.trial_accuracies([*faulty, *clean])
         if any(not stored[cell_id] for cell_id in clean):
             return False
-        if any(trials_needed(list(stored[cell_id].values()), self.suite.trials) for cell_id in faulty):
-            return False
+        zero_flip = self.store.zero_flip_probabilities(faulty)
+        for cell_id, clean_id in faulty.items():
+            design = CellDesign(zero_flip.get(cell_id, 0.0), stored[clean_id][0])
+            if trials_needed(list(stored[cell_id].values()), self.suite.trials, design):
+                return False
         self.summary.cells += len(faulty) + len(clean)
         self.summary.trials_skipped += sum(len(stored[cell_id]) for cell_id in faulty)
         return True

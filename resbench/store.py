@@ -276,6 +276,17 @@ class ResultStore:
             found[cell_id] = {int(trial): float(accuracy) for trial, accuracy in rows}
         return found
 
+    def zero_flip_probabilities(self, cell_ids: Iterable[str]) -> dict[str, float]:
+        """P(K = 0) of the stored cells among ``cell_ids`` (0 for cells sampled directly)."""
+        found = {}
+        for cell_id in cell_ids:
+            row = self._connection.execute(
+                "SELECT zero_flip_probability FROM cells WHERE cell_id = ?", (cell_id,)
+            ).fetchone()
+            if row is not None:
+                found[cell_id] = float(row[0])
+        return found
+
     def cells_frame(self) -> pd.DataFrame:
         """Every cell definition as a data frame."""
         return pd.read_sql_query("SELECT * FROM cells", self._connection)

@@ -139,23 +139,36 @@ def test_checkpoint_replaces_training(tmp_path: Path) -> None:
     assert clean == pytest.approx(expected)
 
 
-def test_adaptive_stopping_computes_the_t_quantile_once_per_sample_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stopping rule runs for every cell before every trial: it must not call scipy each time."""
-    from scipy import stats
+def test_adaptive_stopping_draws_its_bootstrap_weights_once() -> None:
+    """The stopping rule runs for every cell before every trial: its weights come from a cache."""
+    from resbench import statistics
 
-    calls: list[int] = []
-    ppf = stats.t.ppf
-
-    def counting(*args: object, **kwargs: object) -> object:
-        calls.append(1)
-        return ppf(*args, **kwargs)
-
-    monkeypatch.setattr(stats.t, "ppf", counting)
     policy = TrialPolicy(trials=3, max_trials=100, ci_halfwidth=0.01)
     accuracies = [90.0, 50.0, 70.0, 60.0, 80.0]
+    campaign.trials_needed(accuracies, policy)
+    before = statistics._weight_block.cache_info().misses
     for _ in range(50):
         assert campaign.trials_needed(accuracies, policy)
-    assert len(calls) <= 1
+    assert statistics._weight_block.cache_info().misses == before
+
+
+def test_a_complete_adaptive_conditional_group_is_skipped_whole(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun judges completeness with each cell's own design (P(K = 0) stored with the cell)."""
+    from resbench import runner
+
+    adaptive = {"trials": 3, "max_trials": 6, "ci_halfwidth": 3.0}
+    _run(tmp_path, formats=["fp32"], bers=[1e-6, 1e-3], trials=adaptive)
+    deployed: list[int] = []
+    original = runner._Runner._deploy
+
+    def counting(self: object, *args: object) -> object:
+        deployed.append(1)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner._Runner, "_deploy", counting)
+    _run(tmp_path, formats=["fp32"], bers=[1e-6, 1e-3], trials=adaptive)
+    assert deployed == []
 
 
 def test_several_seeds_train_their_own_baselines_and_pool_in_one_table(tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ def test_coverage_simulation_on_a_small_model(tmp_path: Path) -> None:
     output = tmp_path / "coverage.json"
     script = Path(__file__).parents[1] / "benchmarks" / "estimator_coverage.py"
     completed = subprocess.run(
-        [sys.executable, str(script), "--repetitions", "200", "--reference", "10000", "--cache-dir",
+        [sys.executable, str(script), "--repetitions", "150", "--reference", "8000", "--cache-dir",
          str(tmp_path / "cache"), "--json", str(output)],
         capture_output=True, text=True, check=True,
     )

@@ -277,6 +277,7 @@ def _method_result(
         present = [curve.cells[index] for curve in curves.values() if curve.cells[index] is not None]
         if len(present) < len(curves) or not present:
             lows.append(math.nan)
+            flip_trials.append(0)
             for prefix in ("acc", "ci_low", "ci_high", "median", "p05", "catastrophic", "sdc", "due_trials",
                            "due_low", "due_high"):
                 row[f"{prefix}@{key}"] = math.nan
@@ -298,8 +299,7 @@ def _method_result(
                                            else (math.nan, math.nan))
     row["score_range"] = f"{format_ber(span[0])}..{format_ber(span[1])}" if span else ""
     row.update(_seed_columns(per_seed))
-    row["tolerable_ber"] = _tolerable_ber(bers, lows + [math.nan] * (len(bers) - len(lows)),
-                                          flip_trials + [0] * (len(bers) - len(flip_trials)), clean)
+    row["tolerable_ber"] = _tolerable_ber(bers, lows, flip_trials, clean)
     baseline_bits = int(first["baseline_bits"])
     added_bits = int(first["stored_bits"]) - baseline_bits
     row["added_values"] = _added_values(str(first["fault_space"]))
@@ -309,7 +309,7 @@ def _method_result(
     row["prepare_s"] = float(first["prepare_seconds"])
     row["trials_min"] = min(counts) if counts else 0
     row["trials_max"] = max(counts) if counts else 0
-    row["flip_trials_min"] = min(flip_trials) if flip_trials else 0
+    row["flip_trials_min"] = min(flip_trials) if flip_trials else 0  # a missing BER counts as none
     row["citation"] = str(first["citation"])
     row["notes"] = str(first["notes"])
     checksums = sorted({str(value) for value in cells.get("baseline_checksum", pd.Series(dtype=str)) if value})

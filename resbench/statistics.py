@@ -16,8 +16,9 @@ at the worst and the best possible outcome. The interval is the 2.5 and 97.5 % q
 :data:`DRAWS` such means. It lies within ``[low, high]``, is never of zero width (a sample that never
 saw a catastrophe cannot rule one out), and shrinks like ``1/sqrt(n)`` (the pseudo-trial's share like
 ``1/n``). In simulations of spike-plus-catastrophe samples (catastrophe rates 0 to 70 %, 10 to 300
-trials) it covered the true mean in 92 to 100 % of repetitions, where the t interval covered 25 % (30 trials, 1 % catastrophes) and 60 % (3 %);
-``benchmarks/estimator_coverage.py`` measures it on a real model.
+trials) it covered the true mean in 92 to 100 % of repetitions, where the t interval covered 25 %
+(30 trials, 1 % catastrophes) and 60 % (3 %); ``benchmarks/estimator_coverage.py`` measures it on a
+real model.
 
 Draws are indexed by trial: one weight matrix per seed is shared by every BER and every method, so
 nested sweeps keep their correlation and methods stay paired (common random numbers) in differences.

@@ -297,3 +297,16 @@ def test_compare_lists_estimates_that_disagree(tmp_path: Path) -> None:
     assert set(found["estimate"]) == {"acc@1e-05", "score"}
     assert not found["same_baseline"].any()
     assert compare_tables(_board(tmp_path / "a.sqlite"), _board(tmp_path / "c.sqlite")).empty
+
+
+def test_conditional_cells_mix_in_the_zero_flip_share_exactly(tmp_path: Path) -> None:
+    """Trials given a flip, weighted by P(K >= 1); the rest of the mass is clean accuracy."""
+    given_flip = [90.0] * 10 + [10.0] * 10  # conditional mean 50
+    _store_with(tmp_path / "r.sqlite", {"none": (98.0, {1e-6: given_flip, 1e-5: given_flip, 1e-4: given_flip})},
+                sampling="conditional", zero_flip_probability=0.9)
+    [table] = _board(tmp_path / "r.sqlite")
+    row = table.rows.iloc[0]
+    assert row["acc@1e-06"] == pytest.approx(0.9 * 98.0 + 0.1 * 50.0)
+    assert 0.9 * 98.0 <= row["ci_low@1e-06"] < row["acc@1e-06"] < row["ci_high@1e-06"] <= 0.9 * 98.0 + 10.0
+    assert row["median@1e-06"] == 98.0  # 90 % of fault patterns flip nothing
+    assert row["catastrophic@1e-06"] == pytest.approx(5.0)  # half of the 10 % that flip something

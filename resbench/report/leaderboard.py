@@ -194,8 +194,11 @@ def _pooled_cell_columns(key: str, cells: list[_Cell], clean: float, chance: flo
     for cell in cells:
         hit = 1 - cell.design.zero_flip
         share = hit / cell.accuracies.size
-        values += [*cell.accuracies.tolist(), cell.design.clean]
-        masses += [share] * cell.accuracies.size + [1 - hit]
+        values += cell.accuracies.tolist()
+        masses += [share] * cell.accuracies.size
+        if cell.design.zero_flip:  # the zero-flip share: trials that would have kept clean accuracy
+            values.append(cell.design.clean)
+            masses.append(1 - hit)
         sdc.append(hit * float(cell.frame["sdc_rate"].mean()))
         due_share.append(float((cell.frame["due_rate"] > 0).mean()))
         due_weights.append(hit)

@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["REFERENCE_RANGE", "covered_range", "normalized_accuracy", "resilience_score"]
 
-REFERENCE_RANGE = (1e-7, 1e-3)
+REFERENCE_RANGE = (1e-9, 1e-1)
 
 
 def normalized_accuracy(accuracy: np.ndarray, clean: float, chance: float) -> np.ndarray:

@@ -10,7 +10,7 @@ from resbench.score import REFERENCE_RANGE, covered_range, resilience_score
 GRIDS = [
     [1e-7, 1e-6, 1e-5, 1e-4, 1e-3],
     [1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
-    [1e-8, 2e-5, 1e-2],
+    [1e-10, 2e-5, 1.0],
     [1e-6, 1e-5],
 ]
 
@@ -37,12 +37,13 @@ def test_score_averages_over_log_ber_within_the_reference_range_only() -> None:
     # Perfect up to 1e-5, at chance from 1e-4 on: linear in between.
     bers = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
     accuracies = np.array([100, 100, 100, 100, 0, 0, 0], dtype=float)
-    # Over decades -7..-3 (4 decades): 2 decades at 1, one linear decade (area 0.5), one at 0.
-    assert resilience_score(bers, accuracies, clean, chance)[0] == pytest.approx(2.5 / 4)
+    # Over decades -8..-2 (the sweep's part of the reference range): 3 decades at 1, one linear decade
+    # (area 0.5), two at 0.
+    assert resilience_score(bers, accuracies, clean, chance)[0] == pytest.approx(3.5 / 6)
     # A grid that only covers part of the reference range averages over that part and says so.
     assert covered_range([1e-6, 1e-5]) == (1e-6, 1e-5)
-    assert covered_range([1e-12, 1e-9]) is None
-    assert np.isnan(resilience_score([1e-12, 1e-9], np.array([100.0, 100.0]), clean, chance)[0])
+    assert covered_range([1e-12, 1e-10]) is None
+    assert np.isnan(resilience_score([1e-12, 1e-10], np.array([100.0, 100.0]), clean, chance)[0])
     assert covered_range(GRIDS[2]) == REFERENCE_RANGE
 
 

@@ -50,7 +50,7 @@ def display_frame(table: LeaderboardTable) -> pd.DataFrame:
     rows = []
     several_seeds = len(table.seeds) > 1
     for _, row in table.rows.iterrows():
-        shown: dict[str, str] = {"rank": str(row["rank"]), "method": str(row["method"]),
+        shown: dict[str, str] = {"method": str(row["method"]), "rank": str(row["rank"]),
                                  "clean": _number(row["clean_accuracy"])}
         for ber in table.bers:
             shown[f"BER {format_ber(ber)}"] = _accuracy_with_ci(row, ber)

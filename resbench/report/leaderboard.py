@@ -47,7 +47,7 @@ import pandas as pd
 
 from resbench.estimator import CellDesign
 from resbench.measures import overhead_interval
-from resbench.score import covered_range, resilience_score
+from resbench.score import REFERENCE_RANGE, covered_range, resilience_score
 from resbench.statistics import (
     LEVEL,
     TrialWeights,
@@ -97,9 +97,12 @@ class LeaderboardTable:
         """What the table's figures estimate, in one paragraph (shown above or under it)."""
         ranges = sorted({str(value) for value in self.rows.get("score_range", pd.Series(dtype=str)) if value})
         seeds = ", ".join(str(seed) for seed in self.seeds)
+        reference = f"{format_ber(REFERENCE_RANGE[0])}..{format_ber(REFERENCE_RANGE[1])}"
+        span = (f"averaged over log10 BER {', '.join(ranges)}" if ranges else
+                f"none, the sweep spans no part of the reference range {reference}")
         text = (f"Accuracy (%): estimated mean over fault patterns [95% interval]. Score: chance-corrected "
-                f"accuracy averaged over log10 BER {', '.join(ranges) or 'nowhere'} (0 = chance, 1 = no loss). "
-                f"Seeds: {seeds}. Rank: methods marked = are statistically tied.")
+                f"accuracy {span} (0 = chance, 1 = no loss). Seeds: {seeds}. Rank: methods marked = are "
+                "statistically tied.")
         return " ".join([text, *self.notes])
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 SUITE_VERSION: Literal[1] = 1
+SeedValue = Annotated[int, pydantic.Field(ge=0, le=2**63 - 1)]
 
 
 class ComponentSpec(pydantic.BaseModel):
@@ -68,6 +69,11 @@ class TrialPolicy(pydantic.BaseModel):
         le=100,
         description="adaptive: stop when the 95% CI half-width of mean accuracy (points) is below this",
     )
+    sampling: Literal["conditional", "bernoulli"] = pydantic.Field(
+        default="conditional",
+        description="per-bit Bernoulli faults: sample trials given at least one flip and weight exactly "
+        "(conditional), or plain nested Bernoulli draws (bernoulli)",
+    )
 
     @pydantic.model_validator(mode="after")
     def _check_adaptive(self) -> TrialPolicy:
@@ -102,6 +108,11 @@ class Suite(pydantic.BaseModel):
     bers: list[float] = pydantic.Field(default_factory=lambda: [1e-6, 1e-5, 1e-4], min_length=1)
     trials: TrialPolicy = pydantic.Field(default_factory=TrialPolicy)
     seed: int = pydantic.Field(default=0, ge=0, le=2**63 - 1)
+    seeds: list[SeedValue] = pydantic.Field(
+        default_factory=list,
+        description="several base seeds: each trains its own baseline and prepares its own methods "
+        "(replaces seed)",
+    )
     fault_space: dict[str, Any] = pydantic.Field(
         default_factory=dict, description="fault-space options (batch norm, layer selection, method tensors)"
     )
@@ -120,6 +131,19 @@ class Suite(pydantic.BaseModel):
         if len(set(bers)) != len(bers):
             raise ValueError("BERs must be distinct")
         return sorted(bers)
+
+    @pydantic.model_validator(mode="after")
+    def _check_seeds(self) -> Suite:
+        if self.seeds and "seed" in self.model_fields_set:
+            raise ValueError("give either seed or seeds, not both")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        return self
+
+    @property
+    def all_seeds(self) -> list[int]:
+        """The base seeds the suite runs: ``seeds``, or ``[seed]``."""
+        return list(self.seeds) or [self.seed]
 
     @pydantic.field_validator("trials", mode="before")
     @classmethod

@@ -152,7 +152,9 @@ class FixedPoint(NumberFormat):
     """Two's-complement fixed point qM.N: 1 sign bit on top, M integer bits, N fraction bits.
 
     A code ``c`` (read as a signed ``1 + M + N``-bit integer) stands for ``c / 2**N``; the range is
-    ``[-2**M, 2**M - 2**-N]``.
+    ``[-2**M, 2**M - 2**-N]``. Codes wider than float32's 24-bit significand are decoded exactly in
+    float64 and rounded toward zero to float32, so a decoded value never leaves the format's range (the
+    largest q15.16 code decodes to 32767.998, not 32768).
     """
 
     def __init__(self, integer_bits: int, fraction_bits: int) -> None:
@@ -178,7 +180,12 @@ class FixedPoint(NumberFormat):
             half = 1 << (self.bits_per_element - 1)
             sign = (codes >> (self.bits_per_element - 1)) & 1
             signed = codes - sign * half - sign * half
-        return signed.to(torch.float32) * 2.0**-self.fraction_bits
+        if self.bits_per_element <= 24:
+            return signed.to(torch.float32) * 2.0**-self.fraction_bits
+        exact = signed.to(torch.float64) * 2.0**-self.fraction_bits
+        rounded = exact.to(torch.float32)
+        outward = rounded.to(torch.float64).abs() > exact.abs()
+        return torch.where(outward, torch.nextafter(rounded, torch.zeros_like(rounded)), rounded)
 
     def bit_fields(self) -> dict[str, tuple[int, ...]]:
         sign = self.bits_per_element - 1
@@ -193,7 +200,9 @@ class Int8(NumberFormat):
     """Symmetric per-tensor int8: ``code = round(x / s)`` in [-127, 127] with ``s = max|x| / 127``.
 
     The scale itself is metadata, kept in float32 and outside the fault space (Jacob et al., CVPR 2018,
-    eq. 1 with zero point 0).
+    eq. 1 with zero point 0). ``max|x|`` is taken over the finite values, and the scale is at least
+    float32's machine epsilon, as PyTorch's quantization observers do (``MinMaxObserver``: ``scale =
+    max(scale, eps)``): an all-zero tensor gets a tiny scale, so a flipped bit in it stays tiny.
     """
 
     name = "int8"
@@ -202,10 +211,10 @@ class Int8(NumberFormat):
     scaled = True
 
     def scale_for(self, values: torch.Tensor) -> torch.Tensor:
-        largest = values.detach().abs().max().to(torch.float32) if values.numel() else None
-        if largest is None or not torch.isfinite(largest) or largest == 0:
-            return torch.ones((), dtype=torch.float32, device=values.device)
-        return largest / 127.0
+        magnitudes = values.detach().abs().to(torch.float32)
+        finite = magnitudes[torch.isfinite(magnitudes)]
+        largest = finite.max() if finite.numel() else torch.zeros((), device=values.device)
+        return torch.clamp(largest / 127.0, min=torch.finfo(torch.float32).eps)
 
     def encode(self, values: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         scale = self.scale_for(values) if scale is None else scale

@@ -15,7 +15,8 @@ waking a parallel region (any operation over 32768 elements) costs milliseconds 
 more than the whole injection.
 
 Stuck-at faults become XORs too: the effective mask is the stuck bits that differ from the stored code
-(``mask & ~code`` for stuck-at-1, ``mask & code`` for stuck-at-0), kept for the undo. Restoring is
+(``mask & ~code`` for stuck-at-1, ``mask & code`` for stuck-at-0), kept for the undo. The number of bits
+an injection really changed is :attr:`Injector.effective_flips`. Restoring is
 therefore bit-exact in ``codes`` and, as decoding is deterministic, in ``values``. The clean codes are
 kept so that :meth:`Injector.reset` can always go back to the fault-free deployed state.
 """
@@ -82,6 +83,7 @@ class Injector:
         self._code_bits = torch.iinfo(number_format.code_dtype).bits
         self._originals: list[torch.Tensor] = []
         self._applied: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.effective_flips = 0
         with torch.no_grad():
             self._deploy()
         self.clean_codes = self.codes.clone()
@@ -158,6 +160,15 @@ class Injector:
                 masks = masks & current
             self._write(elements, current ^ masks)
         self._applied = (elements, masks)
+        self.effective_flips = self._changed_bits(sites, masks)
+
+    def _changed_bits(self, sites: FaultSites, masks: torch.Tensor) -> int:
+        """Bits the last injection really changed: sampled sites minus draws that cancelled (a bit drawn
+        twice) and stuck-at sites that already held the stuck value."""
+        if sites.kind == "flip":
+            return int(np.bitwise_count(sites.masks).sum())
+        unsigned = masks.cpu().numpy().view(_UNSIGNED[self._code_bits])
+        return int(np.bitwise_count(unsigned).sum())
 
     def restore(self) -> None:
         """Undo the last injection bit-exactly (the same XOR again); a no-op when nothing is injected."""

@@ -236,3 +236,21 @@ def test_console_script(tmp_path: Path) -> None:
 
     version = subprocess.run([script, "--version"], capture_output=True, text=True, env=environment)
     assert (version.returncode, version.stdout) == (0, f"resbench {__version__}\n")
+
+
+def test_leaderboard_compare_reports_disagreeing_estimates(capsys: pytest.CaptureFixture[str],
+                                                           tmp_path: Path) -> None:
+    from tests.test_leaderboard import _store_with
+
+    curve = {1e-6: [97.0] * 40, 1e-5: [80.0, 90.0] * 20, 1e-4: [10.0, 20.0] * 20}
+    _store_with(tmp_path / "a.sqlite", {"none": (97.0, curve)})
+    _store_with(tmp_path / "b.sqlite", {"none": (97.0, {**curve, 1e-5: [60.0, 70.0] * 20})})
+    status, out, _ = run(capsys, "leaderboard", "--store", str(tmp_path / "a.sqlite"), "--compare",
+                         str(tmp_path / "b.sqlite"))
+    assert status == 0 and "acc@1e-05" in out and "acc@1e-06" not in out
+    status, out, _ = run(capsys, "leaderboard", "--store", str(tmp_path / "a.sqlite"), "--compare",
+                         str(tmp_path / "a.sqlite"))
+    assert status == 0 and out.startswith("No estimate disagrees")
+    status, out, err = run(capsys, "leaderboard", "--store", str(tmp_path / "a.sqlite"), "--compare",
+                           str(tmp_path / "missing.sqlite"))
+    assert_usage_error(status, out, err)

@@ -220,3 +220,12 @@ SHIPPED_SUITES = sorted(
 @pytest.mark.parametrize("path", SHIPPED_SUITES, ids=lambda path: f"{path.parent.name}/{path.name}")
 def test_shipped_suites_are_valid(path: Path) -> None:
     check_suite_names(load_suite(path), str(path))
+
+
+def test_seeds_and_sampling() -> None:
+    suite = parse_suite({"seeds": [0, 1, 2], "trials": {"trials": 5, "sampling": "bernoulli"}}, "t")
+    assert suite.all_seeds == [0, 1, 2] and suite.trials.sampling == "bernoulli"
+    assert Suite().all_seeds == [0] and Suite().trials.sampling == "conditional"
+    for bad in ({"seeds": [0, 0]}, {"seeds": [1], "seed": 2}, {"seeds": [-1]}, {"trials": {"sampling": "x"}}):
+        with pytest.raises(UsageError):
+            parse_suite(bad, "t")

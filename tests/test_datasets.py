@@ -48,10 +48,18 @@ def test_mnist5k_is_normalized_like_mnist() -> None:
     assert abs(float(images.mean())) < 0.1 and 0.9 < float(images.std()) < 1.1
 
 
-def test_test_limit_keeps_the_first_images_and_not_the_key() -> None:
-    full, limited = load_dataset("digits"), load_dataset("digits", {"test_limit": 50})
-    assert len(limited.test) == 50
-    assert torch.equal(limited.test.tensors[0], full.test.tensors[0][:50])
+def test_test_limit_is_a_seeded_class_stratified_sample_and_not_the_key() -> None:
+    """mnist5k's test split is ordered by class: a prefix of 300 would hold digits 0 to 2 only."""
+    full, limited = load_dataset("mnist5k"), load_dataset("mnist5k", {"test_limit": 300})
+    assert len(limited.test) == 300
+    full_counts = torch.bincount(full.test.tensors[1], minlength=10).double()
+    counts = torch.bincount(limited.test.tensors[1], minlength=10).double()
+    assert (counts > 0).all()
+    assert torch.allclose(counts, full_counts * 300 / full_counts.sum(), atol=1.0)  # proportional allocation
+    again = load_dataset("mnist5k", {"test_limit": 300})
+    assert torch.equal(again.test.tensors[0], limited.test.tensors[0])
+    other = load_dataset("mnist5k", {"test_limit": 300, "split_seed": 1})
+    assert not torch.equal(other.test.tensors[0], limited.test.tensors[0])
     assert limited.key == full.key and "test_limit" not in limited.key["options"]
 
 

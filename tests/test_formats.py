@@ -116,7 +116,11 @@ def test_int8_is_symmetric_per_tensor_and_saturates() -> None:
     assert scale.item() == pytest.approx(0.01)
     assert fmt.encode(values, scale).tolist() == [50, -127, 0]
     assert fmt.encode(torch.tensor([1000.0, -1000.0]), scale).tolist() == [127, -127]
-    assert fmt.scale_for(torch.zeros(3)).item() == 1.0
+    eps = torch.finfo(torch.float32).eps
+    zero_scale = fmt.scale_for(torch.zeros(3))
+    assert zero_scale.item() == pytest.approx(eps)  # PyTorch observers' floor, not 1.0
+    assert fmt.decode(torch.tensor([64], dtype=torch.int8), zero_scale).item() < 1e-5  # bit 6 of a zero
+    assert fmt.scale_for(torch.tensor([1.27, float("inf"), float("nan")])).item() == pytest.approx(0.01)
     with pytest.raises(ValueError, match="scale"):
         fmt.decode(torch.zeros(2, dtype=torch.int8))
 
@@ -195,3 +199,14 @@ def test_bad_format_names_and_options_are_usage_errors(engine_registries: None) 
         resolve_format("q3.4", {"integer_bits": 5})
     with pytest.raises(UsageError, match="unknown option"):
         resolve_format("fp32", {"rounding": "down"})
+
+
+def test_q15_16_decodes_exactly_and_never_leaves_its_range() -> None:
+    fmt = FixedPoint(15, 16)
+    codes = torch.tensor([2**31 - 1, -(2**31), 2**24 + 1, 5], dtype=torch.int32)
+    decoded = fmt.decode(codes).tolist()
+    assert decoded[0] < 32768.0 and decoded[0] == pytest.approx(32767.99998, abs=2e-3)
+    assert decoded[1] == -32768.0
+    assert decoded[3] == 5 / 65536
+    exact = [int(code) / 65536 for code in codes]
+    assert all(abs(value) <= abs(truth) for value, truth in zip(decoded, exact, strict=True))  # toward zero

@@ -131,6 +131,11 @@ def test_inject_matches_a_reference_and_restore_is_bit_exact(
         assert np.array_equal(injector.codes.cpu().numpy().astype(np.int64), reference)
         assert_consistent(injector)
         assert not injector.is_clean()
+        changed = np.bitwise_count(np.bitwise_xor(injector.codes.cpu().numpy().astype(np.int64),
+                                                  injector.clean_codes.cpu().numpy().astype(np.int64))
+                                   & ((1 << width) - 1)).sum()
+        assert injector.effective_flips == changed  # stuck-at sites already at their value change nothing
+        assert (changed < sites.num_flips) == (kind != "flip")
     assert injector.is_clean()
     assert_same_bits(bit_snapshot(net), clean)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from resbench.config import Suite, TrialPolicy, parse_suite
+from resbench.estimator import CellDesign
 from resbench.run import campaign
 from resbench.run.runner import RunSettings, run_suite
 
@@ -29,7 +30,7 @@ SUITE = {
 
 
 def _run(tmp_path: Path, store: str = "r.sqlite", **changes: object) -> Path:
-    suite = parse_suite({**SUITE, **changes}, "test")
+    suite = parse_suite({key: value for key, value in {**SUITE, **changes}.items() if value is not None}, "test")
     settings = RunSettings(store=tmp_path / store, device=torch.device("cpu"), cache_dir=tmp_path / "cache",
                            progress=False)
     run_suite(suite, settings)
@@ -90,17 +91,21 @@ def test_rerun_skips_stored_trials_and_completes_missing_ones(tmp_path: Path, mo
     assert len(_trials(path)) == 2 * 13
 
 
-def test_adaptive_trials_stop_at_target_or_maximum() -> None:
+def test_adaptive_trials_stop_at_target_or_maximum_never_on_zero_spread() -> None:
     policy = TrialPolicy(trials=3, max_trials=10, ci_halfwidth=1.0)
     assert campaign.trials_needed([90.0, 90.0], policy)
-    assert not campaign.trials_needed([90.0, 90.0, 90.0], policy)  # zero spread: converged
+    assert campaign.trials_needed([90.0, 90.0, 90.0], policy)  # zero spread is no evidence of convergence
     assert campaign.trials_needed([90.0, 50.0, 70.0], policy)
     assert not campaign.trials_needed([90.0, 50.0] * 5, policy)  # maximum reached
     assert not campaign.trials_needed([1.0] * 3, TrialPolicy(trials=3))
+    # Conditional cells: only P(K >= 1) of the estimate is uncertain, so a rare-flip cell converges.
+    rare = CellDesign(zero_flip=0.99, clean=90.0)
+    assert not campaign.trials_needed([90.0, 90.0, 90.0], policy, rare)
+    assert campaign.trials_needed([90.0, 90.0, 90.0], policy, CellDesign(zero_flip=0.5, clean=90.0))
 
 
 def test_zero_flip_trials_reuse_the_clean_result(tmp_path: Path) -> None:
-    trials = _trials(_run(tmp_path, bers=[1e-9]))
+    trials = _trials(_run(tmp_path, bers=[1e-9], trials={"trials": 4, "sampling": "bernoulli"}))
     faulty = trials[trials["ber"] > 0]
     clean = trials[trials["ber"] == 0].set_index("format")["accuracy"]
     assert (faulty["flips"] == 0).all()
@@ -134,20 +139,48 @@ def test_checkpoint_replaces_training(tmp_path: Path) -> None:
     assert clean == pytest.approx(expected)
 
 
-def test_adaptive_stopping_computes_the_t_quantile_once_per_sample_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stopping rule runs for every cell before every trial: it must not call scipy each time."""
-    from scipy import stats
+def test_adaptive_stopping_draws_its_bootstrap_weights_once() -> None:
+    """The stopping rule runs for every cell before every trial: its weights come from a cache."""
+    from resbench import statistics
 
-    calls: list[int] = []
-    ppf = stats.t.ppf
-
-    def counting(*args: object, **kwargs: object) -> object:
-        calls.append(1)
-        return ppf(*args, **kwargs)
-
-    monkeypatch.setattr(stats.t, "ppf", counting)
     policy = TrialPolicy(trials=3, max_trials=100, ci_halfwidth=0.01)
     accuracies = [90.0, 50.0, 70.0, 60.0, 80.0]
+    campaign.trials_needed(accuracies, policy)
+    before = statistics._weight_block.cache_info().misses
     for _ in range(50):
         assert campaign.trials_needed(accuracies, policy)
-    assert len(calls) <= 1
+    assert statistics._weight_block.cache_info().misses == before
+
+
+def test_a_complete_adaptive_conditional_group_is_skipped_whole(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun judges completeness with each cell's own design (P(K = 0) stored with the cell)."""
+    from resbench.run import jobs
+
+    adaptive = {"trials": 3, "max_trials": 6, "ci_halfwidth": 3.0}
+    _run(tmp_path, formats=["fp32"], bers=[1e-6, 1e-3], trials=adaptive)
+    deployed: list[int] = []
+    original = jobs.deploy
+
+    def counting(*args: object) -> object:
+        deployed.append(1)
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs, "deploy", counting)
+    _run(tmp_path, formats=["fp32"], bers=[1e-6, 1e-3], trials=adaptive)
+    assert deployed == []
+
+
+def test_several_seeds_train_their_own_baselines_and_pool_in_one_table(tmp_path: Path) -> None:
+    from resbench.report.leaderboard import build_leaderboard
+    from resbench.run.store import ResultStore
+
+    path = _run(tmp_path, seed=None, seeds=[7, 8], formats=["fp32"], bers=[1e-3, 1e-2], trials=3)
+    with ResultStore(path) as store:
+        cells = store.cells_frame()
+        tables = build_leaderboard(cells, store.trials_frame())
+    assert sorted(set(cells["seed"])) == [7, 8]
+    assert cells.groupby("seed")["baseline_checksum"].first().nunique() == 2  # two trained models
+    assert (cells["chance_accuracy"] > 0).all()
+    [table] = tables
+    assert table.seeds == (7, 8) and int(table.rows.loc[0, "seeds"]) == 2

@@ -1,45 +1,89 @@
-"""Aggregates against textbook values and scipy."""
+"""The bounded Bayesian-bootstrap interval, the paired test, Holm's adjustment and quantiles."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from scipy import stats
 
-from resbench.statistics import mean_confidence_interval, summarize, trapezoid_auc, wilson_interval
-
-
-def test_mean_interval_matches_textbook_t_interval() -> None:
-    values = [90.0, 92.0, 94.0, 96.0, 98.0]
-    mean, low, high = mean_confidence_interval(values)
-    # mean 94, s = sqrt(10), t_{0.975,4} = 2.776445
-    halfwidth = 2.776445 * math.sqrt(10) / math.sqrt(5)
-    assert mean == pytest.approx(94.0)
-    assert low == pytest.approx(94.0 - halfwidth, abs=1e-4)
-    assert high == pytest.approx(94.0 + halfwidth, abs=1e-4)
+from resbench.statistics import (
+    TrialWeights,
+    bounded_mean_interval,
+    holm_adjust,
+    sign_flip_pvalue,
+    summarize,
+    weighted_quantile,
+    wilson_interval,
+)
 
 
-def test_mean_interval_matches_scipy() -> None:
-    values = np.random.default_rng(3).normal(50, 10, size=37)
-    expected = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
-    _, low, high = mean_confidence_interval(values.tolist())
-    assert (low, high) == pytest.approx(expected)
+def test_interval_stays_in_range_holds_the_mean_and_shrinks_with_more_trials() -> None:
+    rng = np.random.default_rng(0)
+    widths = []
+    for count in (10, 40, 160):
+        sample = np.where(rng.random(count) < 0.1, 10.0, 97.0)
+        mean, low, high = bounded_mean_interval(sample)
+        assert 0.0 <= low <= mean <= high <= 100.0
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2]
 
 
-def test_single_value_interval_is_unbounded_and_constant_sample_collapses() -> None:
-    assert mean_confidence_interval([5.0])[1:] == (-math.inf, math.inf)
-    assert mean_confidence_interval([7.0, 7.0, 7.0]) == (7.0, 7.0, 7.0)
+def test_a_sample_without_variation_never_gets_a_zero_width_interval() -> None:
+    mean, low, high = bounded_mean_interval([97.7] * 30)
+    assert mean == pytest.approx(97.7)
+    assert low < 97.7 - 1.0 and 97.7 < high <= 100.0  # a catastrophe not yet seen is not ruled out
+    # ... and more agreeing trials narrow it.
+    assert bounded_mean_interval([97.7] * 300)[1] > low
 
 
-def test_summary_reports_median_and_fifth_percentile_of_bimodal_sample() -> None:
+def test_interval_covers_spike_plus_catastrophe_means() -> None:
+    """Coverage simulation: where the t interval covers far less than 95%, this one holds >= 93%."""
+    rng = np.random.default_rng(1)
+    for rate in (0.01, 0.05, 0.3):
+        truth = 97.7 * (1 - rate) + 22.5 * rate
+        covered = 0
+        for repetition in range(300):
+            sample = np.where(rng.random(30) < rate, rng.uniform(5, 40, 30), 97.7)
+            _, low, high = bounded_mean_interval(sample, seed=repetition)
+            covered += low <= truth <= high
+        assert covered / 300 >= 0.93, (rate, covered)
+
+
+def test_weights_of_a_trial_do_not_depend_on_how_many_trials_there_are() -> None:
+    few, many = TrialWeights.draw(10), TrialWeights.draw(130)
+    assert np.array_equal(few.trials, many.trials[:, :10])
+    assert np.array_equal(few.low, many.low)
+
+
+def test_summary_reports_median_fifth_percentile_and_catastrophic_share() -> None:
     values = [98.0] * 19 + [10.0]
-    summary = summarize(values)
+    summary = summarize(values, catastrophic_below=50.0)
     assert summary.median == 98.0
     assert summary.p05 == pytest.approx(np.percentile(values, 5))
     assert summary.mean == pytest.approx(93.6)
-    assert summary.count == 20
+    assert summary.catastrophic_pct == pytest.approx(5.0)
+    assert summary.count == 20 and summary.halfwidth > 0
+
+
+def test_weighted_quantile_is_the_inverse_cdf() -> None:
+    assert weighted_quantile([1.0, 2.0, 3.0], [0.1, 0.1, 0.8], 0.5) == 3.0
+    assert weighted_quantile([1.0, 2.0, 3.0], [0.5, 0.25, 0.25], 0.5) == 1.0
+    assert weighted_quantile([3.0, 1.0], [1.0, 1.0], 0.05) == 1.0
+
+
+def test_sign_flip_test_exact_values() -> None:
+    # 2**3 sign patterns of (1, 2, 3): |sum| >= 6 only for all + and all -: p = 2/8.
+    assert sign_flip_pvalue([1.0, 2.0, 3.0]) == pytest.approx(0.25)
+    assert sign_flip_pvalue([0.0, 0.0]) == 1.0
+    assert sign_flip_pvalue([1.0] * 8) == pytest.approx(2 / 256)
+    shifted = np.random.default_rng(2).normal(1.0, 1.0, size=60)
+    assert sign_flip_pvalue(shifted) < 0.01
+    assert sign_flip_pvalue(np.random.default_rng(3).normal(0.0, 1.0, size=60)) > 0.01
+
+
+def test_holm_adjustment_textbook() -> None:
+    # Holm 1979: sorted 0.01, 0.03, 0.04 -> 3 x 0.01, max(0.03, 2 x 0.03), max(0.06, 1 x 0.04)
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])
 
 
 def test_wilson_interval_textbook_value() -> None:
@@ -48,8 +92,3 @@ def test_wilson_interval_textbook_value() -> None:
     assert low == pytest.approx(0.4902, abs=1e-4)
     assert high == pytest.approx(0.9433, abs=1e-4)
     assert wilson_interval(0, 20)[0] == 0.0
-
-
-def test_trapezoid_auc_of_a_line() -> None:
-    assert trapezoid_auc([0, 1, 2], [1, 1, 3]) == pytest.approx(3.0)
-    assert trapezoid_auc([1.0], [5.0]) == 0.0

@@ -31,6 +31,7 @@ def make_cell(cell_id: str, method: str = "none", ber: float = 1e-5, **overrides
         "citation": "c", "notes": "", "stored_bits": 3200, "baseline_bits": 3200, "fault_space": "[]",
         "eval_samples": 10,
         "clean_eval_seconds": 1.0, "baseline_eval_seconds": 1.0, "prepare_seconds": 0.0,
+        "chance_accuracy": 10.0,
     }
     values.update(overrides)
     return CellRecord(**values)  # type: ignore[arg-type]

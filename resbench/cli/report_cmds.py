@@ -136,18 +136,23 @@ class LeaderboardCommand:
         parser.add_argument("--bers", help="show only these BER columns, e.g. 1e-6,1e-5 (each must be in the grid)")
         parser.add_argument("--standalone", action="store_true",
                             help="with --format latex: a complete document that compiles on its own")
+        parser.add_argument("--compare", type=Path, metavar="OTHER.sqlite",
+                            help="instead, list the estimates that disagree with OTHER's beyond their intervals")
 
     def run(self, args: argparse.Namespace) -> int:
-        """Render the tables in the chosen format."""
+        """Render the tables in the chosen format (or, with ``--compare``, the disagreeing estimates)."""
         if args.standalone and args.format != "latex":
             raise UsageError("--standalone needs --format latex")
         tables, _ = load_leaderboard(args.store)
         if args.bers is not None:
             tables = select_bers(tables, args.bers)
-        entry = get_registries().reports.get(args.format)
-        with blame_plugin(entry.plugin, f"report format {entry.name!r}", "render"):
-            text = entry.item(tables)
-        if args.standalone:
+        if args.compare is not None:
+            text = _comparison_text(tables, load_leaderboard(args.compare)[0], args.format)
+        else:
+            entry = get_registries().reports.get(args.format)
+            with blame_plugin(entry.plugin, f"report format {entry.name!r}", "render"):
+                text = entry.item(tables)
+        if args.standalone and args.compare is None:
             from resbench.report.latex import standalone_document
 
             text = standalone_document(text)
@@ -156,6 +161,24 @@ class LeaderboardCommand:
         else:
             print(text, end="" if text.endswith("\n") else "\n")
         return 0
+
+
+def _comparison_text(tables: list[LeaderboardTable], others: list[LeaderboardTable], output_format: str) -> str:
+    from resbench.report.compare import compare_tables
+
+    differences = compare_tables(tables, others)
+    if output_format == "csv":
+        return str(differences.to_csv(index=False))
+    if output_format == "json":
+        return str(differences.to_json(orient="records", indent=2))
+    if differences.empty:
+        return "No estimate disagrees beyond its interval.\n"
+    header = "| " + " | ".join(differences.columns) + " |"
+    lines = [header, "| " + " | ".join("---" for _ in differences.columns) + " |"]
+    for values in differences.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{value:.3f}" if isinstance(value, float) else str(value)
+                                       for value in values) + " |")
+    return "\n".join(lines) + "\n"
 
 
 class PlotCommand:

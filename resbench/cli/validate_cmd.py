@@ -33,6 +33,7 @@ class ValidateCommand:
         print(
             f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): "
             f"{cells} cells x {len(suite.bers)} BERs"
+            + (f" x {len(suite.seeds)} seeds" if suite.seeds else "")
         )
         return 0
 

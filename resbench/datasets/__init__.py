@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from resbench.datasets.base import DatasetOptions, DatasetSplits, stratified_split
+from resbench.datasets.base import TEST_SUBSET, DatasetOptions, DatasetSplits, limit_test, stratified_split
 from resbench.datasets.embedded import (
     DigitsOptions,
     Mnist5kOptions,
@@ -30,9 +30,11 @@ from resbench.hookspecs import Register
 from resbench.plugins import hookimpl
 
 __all__ = [
+    "TEST_SUBSET",
     "DatasetOptions",
     "DatasetSplits",
     "iterate_batches",
+    "limit_test",
     "load_dataset",
     "register_datasets",
     "stratified_split",

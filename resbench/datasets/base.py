@@ -14,11 +14,13 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from resbench.options import Options
 
 __all__ = [
+    "TEST_SUBSET",
     "DatasetOptions",
     "DatasetSplits",
     "limit_test",
     "normalize",
     "random_subset",
+    "stratified_sample",
     "stratified_split",
 ]
 
@@ -45,16 +47,21 @@ class DatasetOptions(Options):
     """Options every dataset takes."""
 
     test_limit: int | None = Field(
-        default=None, ge=1, description="evaluate on the first N test images only (quick runs)"
+        default=None, ge=1,
+        description="evaluate on N test images only (quick runs): a class-stratified sample drawn with split_seed",
     )
     validation_fraction: float = Field(
         default=0.1, gt=0.0, lt=1.0, description="share of the training data carved out for validation"
     )
-    split_seed: int = Field(default=0, ge=0, description="seed of the stratified train/validation split")
+    split_seed: int = Field(
+        default=0, ge=0, description="seed of the stratified train/validation split and of the test_limit sample"
+    )
 
 
 # Options that only change what is evaluated, never what a model is trained on.
 EVALUATION_ONLY_OPTIONS = frozenset({"test_limit"})
+# How ``test_limit`` picks its images; cells that use it record this in their definition.
+TEST_SUBSET = "class-stratified sample, proportional allocation by largest remainder, seeded by split_seed"
 
 
 def stratified_split(
@@ -99,14 +106,43 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return (images - mean_tensor) / std_tensor
 
 
-def limit_test(test: Dataset[Any], limit: int | None) -> Dataset[Any]:
-    """The first ``limit`` test images (all of them when ``limit`` is None or larger than the split)."""
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` indices, each class represented in proportion to its size (largest remainder), each
+    class's members drawn by a generator seeded with ``(seed, label)``; sorted.
+
+    Splits may be ordered by class, so a prefix would evaluate a few classes only.
+    """
+    classes, sizes = np.unique(labels, return_counts=True)
+    quotas = sizes * count / labels.size
+    allocation = np.floor(quotas).astype(np.int64)
+    order = np.argsort(-(quotas - allocation), kind="stable")
+    allocation[order[: count - int(allocation.sum())]] += 1
+    chosen = [
+        np.random.default_rng([seed, int(label)]).permutation(np.flatnonzero(labels == label))[:quota]
+        for label, quota in zip(classes, allocation, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
+def _labels_of(test: Dataset[Any]) -> np.ndarray:
+    if isinstance(test, TensorDataset):
+        return np.asarray(test.tensors[1].tolist())
+    targets = getattr(test, "targets", None)
+    if targets is not None:
+        return np.asarray(targets.tolist() if isinstance(targets, torch.Tensor) else list(targets))
+    return np.asarray([int(test[index][1]) for index in range(len(test))])  # type: ignore[arg-type]
+
+
+def limit_test(test: Dataset[Any], limit: int | None, seed: int = 0) -> Dataset[Any]:
+    """A class-stratified sample of ``limit`` test images (:func:`stratified_sample`; the whole split
+    when ``limit`` is None or not smaller than the split)."""
     size = len(test)  # type: ignore[arg-type]
     if limit is None or limit >= size:
         return test
+    indices = torch.from_numpy(stratified_sample(_labels_of(test), limit, seed))
     if isinstance(test, TensorDataset):
-        return TensorDataset(*(tensor[:limit] for tensor in test.tensors))
-    return Subset(test, range(limit))
+        return TensorDataset(*(tensor[indices] for tensor in test.tensors))
+    return Subset(test, indices.tolist())
 
 
 def tensor_splits(

@@ -56,7 +56,8 @@ def _embedded_splits(
     train, validation, test = tensor_splits(images, labels, _three_way_split(labels, options))
     key = {"name": name, "options": options.model_dump(mode="json", exclude={"test_limit"})}
     shape = (images.shape[1], images.shape[2], images.shape[3])
-    return DatasetSplits(name, train, validation, limit_test(test, options.test_limit), shape, 10, key)
+    evaluated = limit_test(test, options.test_limit, options.split_seed)
+    return DatasetSplits(name, train, validation, evaluated, shape, 10, key)
 
 
 @functools.cache
@@ -125,6 +126,5 @@ def synthetic(options: SyntheticOptions, data_root: object = None) -> DatasetSpl
     (test,) = tensor_splits(*_synthetic_tensors(options, options.test_size, 2), [np.arange(options.test_size)])
     key = {"name": "synthetic", "options": options.model_dump(mode="json", exclude={"test_limit"})}
     shape = (options.channels, options.height, options.width)
-    return DatasetSplits(
-        "synthetic", train, validation, limit_test(test, options.test_limit), shape, options.num_classes, key
-    )
+    evaluated = limit_test(test, options.test_limit, options.split_seed)
+    return DatasetSplits("synthetic", train, validation, evaluated, shape, options.num_classes, key)

@@ -128,7 +128,7 @@ def vision_factory(spec: VisionSpec) -> Callable[[VisionOptions, Path | None], D
         augmented = _open(spec, data_root, True, _transforms(spec, options.augment), False)
         train, validation = _carve(plain, augmented, _labels(plain), options)
         test = limit_test(_open(spec, data_root, False, _transforms(spec, False), options.download),
-                          options.test_limit)
+                          options.test_limit, options.split_seed)
         key = {"name": spec.name, "options": options.model_dump(mode="json", exclude={"test_limit"})}
         return DatasetSplits(spec.name, train, validation, test, spec.image_shape, spec.num_classes, key)
 
@@ -177,7 +177,7 @@ def imagefolder(options: ImageFolderOptions, data_root: Path | None = None) -> D
             f"({', '.join(test_folder.classes)}) differ from those of {options.train_dir} "
             f"({', '.join(plain.classes)})"
         )
-    test = limit_test(test_folder, options.test_limit)
+    test = limit_test(test_folder, options.test_limit, options.split_seed)
     key = {"name": "imagefolder", "root": str(Path(data_root).resolve()),
            "options": options.model_dump(mode="json", exclude={"test_limit"})}
     shape = (3, options.image_size, options.image_size)

@@ -7,24 +7,32 @@ __all__ = ["COLUMN_HELP", "column_help"]
 
 COLUMN_HELP: dict[str, str] = {
     "method": "the resilience method (none is the unprotected model)",
+    "rank": "position by score; methods whose paired score difference to the best of their group has a "
+    "Bonferroni-corrected 95% interval containing 0 are statistically tied and share a rank marked =",
     "clean": "accuracy (%) on the test split after encoding the fault space in the number format, no fault "
     "(the BER-0 row)",
-    "BER x": "mean accuracy (%) over the trials at bit-error rate x, ± the half-width of its 95% confidence "
-    "interval; one trial = one fault pattern sampled over all stored bits, injected, the test split evaluated "
-    "once, the bits restored",
-    "AUC": "resilience AUC: the area under mean accuracy over log10(BER) across the BER grid (trapezoid rule), "
-    "divided by the clean accuracy and by the grid's width in decades; 1.0 means no loss anywhere on the grid, "
-    "higher is better",
-    "tolerable BER": "the largest BER of the grid at which the mean accuracy, and that at every smaller BER, "
-    "stays within 1 point of clean accuracy; \u2013 when even the smallest BER loses more",
+    "BER x": "estimated mean accuracy (%) under faults at bit-error rate x [95% interval]; one trial = one fault "
+    "pattern, injected, the test split evaluated once, the bits restored; trials given at least one flip are "
+    "weighted exactly by the probability of none (see How a cell is estimated)",
+    "score": "resilience score [95% interval]: accuracy normalized as (acc - chance) / (clean - chance), clipped "
+    "to [0, 1], averaged over log10 BER across the reference range 1e-09..1e-01, linear between measured BERs; "
+    "the table says which part of the range its sweep covers (nothing is extrapolated). 0 = no better than "
+    "always predicting the most frequent test class, 1 = no loss; a broken model scores 0",
+    "seed sd": "with several seeds: the standard deviation of the score between seeds, each seed training its "
+    "own baseline and preparing its own methods (the BER and score intervals are fault-trial intervals given "
+    "the trained models)",
+    "tolerable BER": "the largest BER of the grid at which the lower interval bound, and that at every smaller "
+    "BER, stays within 1 point of clean accuracy, counting only cells with at least 20 trials that flipped a "
+    "bit; \u2013 when no BER qualifies",
     "added values": "stored values the method adds to the fault space (bounds, thresholds): one per call site "
     "for layer-wise bounds, one per output element for neuron-wise bounds",
     "added bits %": "stored bits the method adds to the fault space, relative to the unprotected model's stored "
     "bits in the same format",
-    "overhead %": "clean inference time of the protected model relative to the unprotected one (fastest of "
-    "alternating timed passes over the test split; timings vary between machines and runs)",
+    "overhead %": "median over interleaved clean passes of the ratio protected / unprotected inference time, "
+    "minus 1 [distribution-free 95% interval of the median]; timings vary between machines and runs",
     "prepare s": "time spent preparing the method: profiling, threshold search, post-training (0 for none)",
-    "trials": "the number of trials behind each BER of the row, as a range when it differs between BERs",
+    "trials": "the number of trials behind each BER of the row, as a range when it differs between BERs "
+    "(adaptive: a BER stops when its interval half-width is below the target or at the maximum)",
     "citation": "the paper the method comes from",
 }
 

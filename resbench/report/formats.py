@@ -17,8 +17,8 @@ from resbench.report.leaderboard import LeaderboardTable, format_ber
 
 MISSING = "\u2013"  # an en dash marks a value that does not exist
 
-__all__ = ["display_frame", "register_report_formats", "render_csv", "render_html", "render_json", "render_latex",
-           "render_markdown"]
+__all__ = ["differences_frame", "display_frame", "register_report_formats", "render_csv", "render_html",
+           "render_json", "render_latex", "render_markdown"]
 
 
 def _number(value: object, digits: int = 1) -> str:
@@ -31,36 +31,62 @@ def _trial_range(fewest: int, most: int) -> str:
     return str(fewest) if fewest == most else f"{fewest}{MISSING}{most}"
 
 
+def _with_interval(mean: object, low: object, high: object, digits: int = 1) -> str:
+    """``mean [low, high]``; the mean alone where there is no interval."""
+    if not isinstance(mean, int | float) or math.isnan(mean):
+        return MISSING
+    if not isinstance(low, int | float) or not isinstance(high, int | float) or math.isnan(low) or math.isnan(high):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def _accuracy_with_ci(row: pd.Series, ber: float) -> str:
     key = format_ber(ber)
-    mean, high = row[f"acc@{key}"], row[f"ci_high@{key}"]
-    if math.isnan(mean):
-        return MISSING
-    if math.isinf(high) or math.isnan(high):
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {high - mean:.1f}"
+    return _with_interval(row[f"acc@{key}"], row[f"ci_low@{key}"], row[f"ci_high@{key}"])
 
 
 def display_frame(table: LeaderboardTable) -> pd.DataFrame:
-    """The table as people read it: accuracy 'mean ± CI half-width' per BER, rounded columns."""
+    """The table as people read it: accuracy 'mean [95% interval]' per BER, rounded columns."""
     rows = []
+    several_seeds = len(table.seeds) > 1
     for _, row in table.rows.iterrows():
-        shown: dict[str, str] = {"method": str(row["method"]), "clean": _number(row["clean_accuracy"])}
+        shown: dict[str, str] = {"method": str(row["method"]), "rank": str(row["rank"]),
+                                 "clean": _number(row["clean_accuracy"])}
         for ber in table.bers:
             shown[f"BER {format_ber(ber)}"] = _accuracy_with_ci(row, ber)
         tolerable = row["tolerable_ber"]
+        shown["score"] = _with_interval(row["score"], row["score_low"], row["score_high"], 3)
+        if several_seeds:
+            shown["seed sd"] = _number(row["score_seed_sd"], 3)
         shown.update(
             {
-                "AUC": _number(row["auc"], 3),
                 "tolerable BER": MISSING if math.isnan(tolerable) else format_ber(tolerable),
                 "added values": str(int(row["added_values"])),
                 "added bits %": _number(row["added_bits_pct"], 2),
-                "overhead %": _number(row["overhead_pct"]),
+                "overhead %": _with_interval(row["overhead_pct"], row["overhead_low"], row["overhead_high"]),
                 "prepare s": _number(row["prepare_s"]),
                 "trials": _trial_range(int(row["trials_min"]), int(row["trials_max"])),
                 "citation": str(row["citation"]),
             }
         )
+        rows.append(shown)
+    return pd.DataFrame(rows)
+
+
+def differences_frame(table: LeaderboardTable) -> pd.DataFrame:
+    """Paired differences to ``none`` per BER: 'diff [95% interval]', with ``*`` where the
+    Holm-adjusted paired test rejects equality at 5%."""
+    rows = []
+    for _, row in table.rows.iterrows():
+        if row["method"] == "none":
+            continue
+        shown = {"method": str(row["method"])}
+        for ber in table.bers:
+            key = format_ber(ber)
+            text = _with_interval(row.get(f"diff@{key}"), row.get(f"diff_low@{key}"), row.get(f"diff_high@{key}"))
+            p_value = row.get(f"p_holm@{key}")
+            significant = isinstance(p_value, float) and not math.isnan(p_value) and p_value < 0.05
+            shown[f"BER {key}"] = text + (" *" if significant else "")
         rows.append(shown)
     return pd.DataFrame(rows)
 
@@ -76,9 +102,8 @@ def _legend(table: LeaderboardTable) -> str:
     """The short legend under a markdown table."""
     low, high = int(table.rows["trials_min"].min()), int(table.rows["trials_max"].max())
     trials = f"{low}" if low == high else f"{low} to {high}"
-    return (f"*Accuracy in %: mean over {trials} trials per BER (one sampled fault pattern each) ± the half-width of "
-            f"its 95% confidence interval; faults ({table.fault_model}) in the stored {table.format} values. "
-            "Columns are defined in results/README.md.*")
+    return (f"*{table.description} {trials} trials per BER (one sampled fault pattern each); faults "
+            f"({table.fault_model}) in the stored {table.format} values. Columns are defined in results/README.md.*")
 
 
 def _markdown_citation(text: str) -> str:
@@ -93,7 +118,12 @@ def render_markdown(tables: list[LeaderboardTable]) -> str:
     for table in tables:
         frame = display_frame(table)
         frame["citation"] = frame["citation"].map(_markdown_citation)
-        sections.append(f"## {table.title}\n\n{_markdown_table(frame)}\n\n{_legend(table)}\n")
+        section = f"## {table.title}\n\n{_markdown_table(frame)}\n\n{_legend(table)}\n"
+        differences = differences_frame(table)
+        if not differences.empty:
+            section += (f"\nPaired difference to none (points) [95% interval]; * = significant after Holm "
+                        f"correction:\n\n{_markdown_table(differences)}\n")
+        sections.append(section)
     return "\n".join(sections) if sections else "No results in the store.\n"
 
 
@@ -130,6 +160,8 @@ def render_json(tables: list[LeaderboardTable]) -> str:
             "format": table.format,
             "fault_model": table.fault_model,
             "bers": table.bers,
+            "seeds": list(table.seeds),
+            "notes": list(table.notes),
             "rows": [{key: _json_safe(value) for key, value in row.items()}
                      for row in table.rows.to_dict(orient="records")],
         }

@@ -172,7 +172,7 @@ def _figure(table: LeaderboardTable, colors: dict[str, str]) -> str:
                      for m in table.rows["method"].astype(str))
     return (f'<figure><svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" xmlns="http://www.w3.org/2000/svg" '
             f'aria-label="accuracy against bit-error rate, {_escape(table.title)}">{"".join(parts)}</svg>'
-            f'<ul class="legend">{legend}</ul><figcaption>Mean accuracy over trials with its 95% confidence band; '
+            f'<ul class="legend">{legend}</ul><figcaption>Estimated mean accuracy with its 95% interval band; '
             "the BER axis is logarithmic.</figcaption></figure>")
 
 
@@ -227,7 +227,7 @@ def _table(table: LeaderboardTable) -> str:
 
 def _section(table: LeaderboardTable, colors: dict[str, str]) -> str:
     data = " ".join(f'data-{name.replace("_", "")}="{_escape(getattr(table, name))}"' for name, _ in FILTERS)
-    return (f'<section class="setup" {data}><h2>{_escape(table.title)}</h2>'
+    return (f'<section class="setup" {data}><h2>{_escape(table.title)}</h2><p>{_escape(table.description)}</p>'
             f'<div class="pair">{_figure(table, colors)}{_table(table)}</div></section>')
 
 
@@ -267,8 +267,9 @@ def render_html(tables: list[LeaderboardTable]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>resbench leaderboard</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
         "<header><h1>resbench leaderboard</h1><p>How well each protection keeps a model accurate when the bits "
-        "that store its weights flip. Accuracy in percent: the mean over trials (one sampled fault pattern each) "
-        "± the half-width of its 95% confidence interval. Click a column header to sort; hover over it for its "
+        "that store its weights flip. Accuracy in percent: the estimated mean over fault patterns [its 95% "
+        "interval]; methods are ranked by a chance-corrected resilience score. Click a column header to sort; "
+        "hover over it for its "
         "definition. \u2605 marks each table's first method, \u2248 methods statistically tied with it.</p></header>\n"
         f"{_controls(tables)}\n{content}\n{_footer(tables)}\n<script>{_SCRIPT}</script>\n</body>\n</html>\n"
     )

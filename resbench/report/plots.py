@@ -1,4 +1,4 @@
-"""Figures from the results store: accuracy against BER with CI bands, and accuracy distributions.
+"""Figures from the results store: accuracy against BER with interval bands, and accuracy distributions.
 
 The distribution figure follows FitAct's figure 5 (Ghavami et al.): one box per method and BER,
 showing how bimodal trial accuracy under faults is.
@@ -35,7 +35,8 @@ def _slug(table: LeaderboardTable) -> str:
 
 
 def plot_accuracy_curves(table: LeaderboardTable) -> plt.Figure:
-    """Mean accuracy against BER (log axis), one line per method with its 95% CI band."""
+    """Estimated mean accuracy against BER (log axis), one line per method (labelled with its rank and
+    resilience score) with its 95% interval band."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for index, (_, row) in enumerate(table.rows.iterrows()):
         color = sns.color_palette("tab10")[index % 10]
@@ -44,7 +45,9 @@ def plot_accuracy_curves(table: LeaderboardTable) -> plt.Figure:
         highs = [row[f"ci_high@{format_ber(b)}"] for b in table.bers]
         lows = [mean if math.isinf(low) else low for low, mean in zip(lows, means, strict=True)]
         highs = [mean if math.isinf(high) else high for high, mean in zip(highs, means, strict=True)]
-        axes.plot(table.bers, means, marker="o", color=color, label=str(row["method"]))
+        score = row.get("score", math.nan)
+        label = str(row["method"]) if math.isnan(score) else f"{row['rank']} {row['method']} ({score:.3f})"
+        axes.plot(table.bers, means, marker="o", color=color, label=label)
         axes.fill_between(table.bers, lows, highs, color=color, alpha=0.2, linewidth=0)
     axes.set_xscale("log")
     axes.set_xlabel("bit-error rate")
@@ -52,13 +55,14 @@ def plot_accuracy_curves(table: LeaderboardTable) -> plt.Figure:
     axes.set_ylim(0, 100)
     axes.set_title(table.title, fontsize=10)
     axes.grid(True, which="major", alpha=0.3)
-    axes.legend(title="method", fontsize=8)
+    axes.legend(title="rank, method (score)", fontsize=8)
     figure.tight_layout()
     return figure
 
 
 def plot_distributions(table: LeaderboardTable, trials: pd.DataFrame) -> plt.Figure:
-    """Box plots of trial accuracy per BER and method (FitAct, figure 5)."""
+    """Box plots of trial accuracy per BER and method (FitAct, figure 5); for conditional campaigns the
+    trials are those given at least one flip (the zero-flip share is clean accuracy)."""
     faulty = trials[trials["ber"] > 0].copy()
     faulty["BER"] = faulty["ber"].map(format_ber)
     order = [format_ber(ber) for ber in table.bers]
@@ -69,7 +73,8 @@ def plot_distributions(table: LeaderboardTable, trials: pd.DataFrame) -> plt.Fig
         warnings.filterwarnings("ignore", "vert: bool", category=DeprecationWarning)
         sns.boxplot(data=faulty, x="BER", y="accuracy", hue="method", order=order, hue_order=methods, ax=axes,
                     fliersize=2, linewidth=0.8)
-    axes.set_ylabel("accuracy (%)")
+    conditional = "sampling" in faulty and (faulty["sampling"] == "conditional").any()
+    axes.set_ylabel("accuracy given at least one flip (%)" if conditional else "accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title(table.title, fontsize=10)
     figure.tight_layout()

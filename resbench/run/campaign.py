@@ -1,28 +1,30 @@
 """The trial loop of one deployed model under one fault model, across a BER sweep.
 
-For each trial index the fault model samples nested fault sites for the whole sweep at once (the sites
-at a lower BER are a subset of those at a higher one), from a seed that does not depend on the method.
-Each BER that still needs trials gets: inject (XOR in place) -> evaluate -> restore (bit-exact). A
-trial with no flip reuses the fault-free result without a forward pass. Completed trials stored
-earlier are skipped, so an interrupted campaign resumes where it stopped.
+For each trial index the fault model samples fault sites from a seed that does not depend on the
+method: under the ``conditional`` design (:mod:`resbench.estimator`) each BER gets sites conditional on
+at least one flip; under the plain ``bernoulli`` design nested sites for the whole sweep at once (the
+sites at a lower BER are a subset of those at a higher one). Each BER that still needs trials gets:
+inject (XOR in place) -> evaluate -> restore (bit-exact). A trial with no flip reuses the fault-free
+result without a forward pass. Completed trials stored earlier are skipped, so an interrupted campaign
+resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from resbench.config import TrialPolicy
 from resbench.errors import blame_plugin
+from resbench.estimator import CellDesign, sample_given_flips
 from resbench.faults import FaultModel, FaultSites
 from resbench.injection import Injector
 from resbench.run.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
 from resbench.run.store import TrialRow
-from resbench.statistics import mean_confidence_interval
 
 __all__ = ["CampaignPlan", "CleanReference", "run_campaign", "trials_needed"]
 
@@ -36,7 +38,11 @@ class CleanReference:
 
 @dataclass(frozen=True)
 class CampaignPlan:
-    """What one campaign covers: the BER sweep, its cells, the trial policy and the trial seeds."""
+    """What one campaign covers: the BER sweep, its cells, the trial policy and the trial seeds.
+
+    ``designs`` (one per cell, empty for direct draws) say how a cell's trials become its estimate;
+    ``conditional`` campaigns sample each BER conditional on at least one flip.
+    """
 
     bers: list[float]
     cell_ids: list[str]
@@ -44,17 +50,27 @@ class CampaignPlan:
     trial_seed: Callable[[int], int]
     #: (plugin, item label) of the fault model, named when its sampling raises
     fault_model_item: tuple[str, str] = ("resbench.faults", "fault model")
+    designs: list[CellDesign] = field(default_factory=list)
+    conditional: bool = False
+
+    def design(self, index: int) -> CellDesign:
+        """The design of cell ``index`` (direct draws when none is given)."""
+        return self.designs[index] if self.designs else CellDesign()
 
 
-def trials_needed(accuracies: list[float], policy: TrialPolicy) -> bool:
-    """Whether a cell with these trial accuracies needs another trial under ``policy``."""
+def trials_needed(accuracies: list[float], policy: TrialPolicy, design: CellDesign | None = None) -> bool:
+    """Whether a cell with these trial accuracies needs another trial under ``policy``.
+
+    The adaptive rule asks the interval the leaderboard shows (the bounded bootstrap of the cell's
+    estimate), which is never of zero width, so a cell never stops because its trials all agree.
+    """
     if len(accuracies) < policy.trials:
         return True
     if not policy.adaptive or policy.max_trials is None or policy.ci_halfwidth is None:
         return False
     if len(accuracies) >= policy.max_trials:
         return False
-    _, low, high = mean_confidence_interval(accuracies)
+    _, low, high = (design or CellDesign()).estimate(accuracies)
     return (high - low) / 2 > policy.ci_halfwidth
 
 
@@ -62,10 +78,21 @@ def _run_trial(
     model: nn.Module, injector: Injector, sites: FaultSites, data: EvaluationData, clean: CleanReference
 ) -> tuple[TrialMetrics, bool]:
     if sites.num_flips == 0:
+        injector.effective_flips = 0
         return clean.metrics, True
     with injector.injected(sites):
         logits = predict_logits(model, data)
     return trial_metrics(logits, data.labels, clean.predictions), False
+
+
+def _sites_for(
+    fault_model: FaultModel, injector: Injector, plan: CampaignPlan, seed: int, pending: list[int]
+) -> dict[int, FaultSites]:
+    """The sites of one trial for each pending cell: conditional per BER, or nested over the sweep."""
+    if plan.conditional:
+        return {index: sample_given_flips(fault_model, injector.layout, plan.bers[index], seed) for index in pending}
+    all_sites = fault_model.sample(injector.layout, plan.bers, seed)
+    return {index: all_sites[index] for index in pending}
 
 
 def _trial_rows(
@@ -80,20 +107,20 @@ def _trial_rows(
     trial = 0
     while True:
         needing = [index for index, cell_id in enumerate(plan.cell_ids)
-                   if trials_needed(list(done[cell_id].values()), plan.policy)]
+                   if trials_needed(list(done[cell_id].values()), plan.policy, plan.design(index))]
         if not needing:
             return
         pending = [index for index in needing if trial not in done[plan.cell_ids[index]]]
         if pending:
             seed = plan.trial_seed(trial)
             with blame_plugin(*plan.fault_model_item, "sample"):
-                all_sites = fault_model.sample(injector.layout, plan.bers, seed)
+                sites = _sites_for(fault_model, injector, plan, seed, pending)
             for index in pending:
                 started = time.perf_counter()
-                metrics, reused = _run_trial(model, injector, all_sites[index], data, clean)
+                metrics, reused = _run_trial(model, injector, sites[index], data, clean)
                 cell_id = plan.cell_ids[index]
                 done[cell_id][trial] = metrics.accuracy
-                record = all_sites[index].record()
+                record = sites[index].record()
                 yield TrialRow(
                     cell_id=cell_id,
                     trial=trial,
@@ -103,6 +130,7 @@ def _trial_rows(
                     critical_sdc_rate=metrics.critical_sdc_rate,
                     due_rate=metrics.due_rate,
                     flips=record.num_flips,
+                    effective_flips=injector.effective_flips,
                     reused=reused,
                     seconds=time.perf_counter() - started,
                     flips_per_bit=tuple(record.per_bit),

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from resbench.config import ComponentSpec, Suite
+from resbench.datasets import TEST_SUBSET
+from resbench.estimator import CellDesign, effective_sampling
+from resbench.faults import resolve_fault_model
 from resbench.faultspace import FaultSpaceOptions
 from resbench.plugins import get_registries
 from resbench.run.campaign import trials_needed
@@ -73,6 +76,9 @@ class CellKeys:
                 "seed": self.suite.seed,
                 "training": self.suite.training,
                 "checkpoint": self.checkpoint_digest,
+                "sampling": effective_sampling(self.suite.trials.sampling,
+                                               resolve_fault_model(fault_spec.name, fault_spec.options)),
+                "test_subset": TEST_SUBSET if "test_limit" in group.dataset_spec.options else None,
             },
             sort_keys=True,
             default=str,
@@ -99,12 +105,21 @@ class CellKeys:
         """Every cell of ``group``: clean ones and faulty ones."""
         return [*self.clean_cell_ids(group), *self.faulty_cell_ids(group)]
 
-    def complete(self, group: Group, stored: StoredTrials) -> bool:
-        """Whether ``stored`` holds every trial of ``group`` (a rerun then skips it whole)."""
+    def complete(self, group: Group, stored: StoredTrials, zero_flip: dict[str, float]) -> bool:
+        """Whether ``stored`` holds every trial of ``group`` (a rerun then skips it whole).
+
+        ``zero_flip`` is the stored P(K = 0) of conditional cells: each cell is judged with its own design.
+        """
         if any(not stored.get(cell_id) for cell_id in self.clean_cell_ids(group)):
             return False
-        return not any(trials_needed(list(stored.get(cell_id, {}).values()), self.suite.trials)
-                       for cell_id in self.faulty_cell_ids(group))
+        for fault_spec in self.suite.faults:
+            clean = stored[self.cell_id(group, fault_spec, 0.0)][0]
+            for ber in self.suite.bers:
+                cell_id = self.cell_id(group, fault_spec, ber)
+                design = CellDesign(zero_flip.get(cell_id, 0.0), clean)
+                if trials_needed(list(stored.get(cell_id, {}).values()), self.suite.trials, design):
+                    return False
+        return True
 
     def planned_trials(self, group: Group, stored: StoredTrials) -> int:
         """Trials still due in ``group`` by the policy's minimum count (adaptive ones may add more)."""

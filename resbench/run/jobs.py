@@ -39,10 +39,12 @@ from resbench.cache import ArtifactCache
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import DatasetSplits, load_dataset
 from resbench.errors import PluginError, ResbenchError, blame_plugin
-from resbench.faults import resolve_fault_model
+from resbench.estimator import CellDesign, effective_sampling, zero_flip_probability
+from resbench.faults import FaultModel, resolve_fault_model
 from resbench.faultspace import FaultSpace
 from resbench.formats import NumberFormat, resolve_format
 from resbench.injection import Injector
+from resbench.measures import baseline_checksum, chance_accuracy, interleaved_timing
 from resbench.methods.base import Method, PrepareContext, defines_fit
 from resbench.models import build_model, load_checkpoint
 from resbench.plugins import get_registries
@@ -69,8 +71,6 @@ __all__ = [
     "deploy",
     "prepare",
 ]
-
-TIMING_REPEATS = 5
 
 
 @dataclass(frozen=True)
@@ -286,25 +286,6 @@ def deploy(context: JobContext, prepared: nn.Module, number_format: NumberFormat
     return Deployed(model, injector, clean, injector.layout.total_bits)
 
 
-def paired_timing(baseline_model: nn.Module, protected: nn.Module, data: EvaluationData) -> tuple[float, float]:
-    """Fastest clean-pass times of the baseline and the protected model, measured alternately.
-
-    Alternating the passes exposes both models to the same machine noise, and the fastest of several
-    passes is the least disturbed by it, so their ratio is fair.
-    """
-    predict_logits(baseline_model, data)
-    predict_logits(protected, data)
-    times: dict[int, list[float]] = {0: [], 1: []}
-    for _ in range(TIMING_REPEATS):
-        for index, model in enumerate((baseline_model, protected)):
-            started = time.perf_counter()
-            predict_logits(model, data)
-            if data.images.is_cuda:
-                torch.cuda.synchronize(data.images.device)
-            times[index].append(time.perf_counter() - started)
-    return min(times[0]), min(times[1])
-
-
 def campaign(
     context: JobContext,
     group: Group,
@@ -323,15 +304,30 @@ def campaign(
                             ber=ber, definition=keys.definition(group, fault_spec, ber))
         for ber in [0.0, *context.suite.bers]
     ]
+    sampling = effective_sampling(context.suite.trials.sampling, fault_model)
+    designs = _designs(sampling, fault_model, deployed, context.suite.bers)
+    cells = [dataclasses.replace(cell, sampling=sampling, zero_flip_probability=design.zero_flip)
+             for cell, design in zip(cells, designs, strict=True)]
     metrics = deployed.clean.metrics
     clean_row = TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, (), {})
     yield CellsReady((clean_cell, *cells), clean_row)
     cell_ids = [cell.cell_id for cell in cells]
     plan = CampaignPlan(list(context.suite.bers), cell_ids, context.suite.trials,
-                        functools.partial(keys.trial_seed, group, fault_spec),
+                        functools.partial(keys.trial_seed, group, fault_spec), designs=designs,
+                        conditional=sampling == "conditional",
                         fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"))
     stored = {cell_id: dict(done.get(cell_id, {})) for cell_id in cell_ids}
     yield from run_campaign(deployed.model, deployed.injector, fault_model, data, deployed.clean, plan, stored)
+
+
+def _designs(sampling: str, fault_model: FaultModel, deployed: Deployed, bers: list[float]) -> list[CellDesign]:
+    """Per BER, how trials become the estimate: P(K = 0) and the clean accuracy for conditional cells."""
+    if sampling != "conditional":
+        return [CellDesign() for _ in bers]
+    layout = deployed.injector.layout
+    bits = layout.total_elements * fault_model.allowed_bits(layout).size
+    clean = deployed.clean.metrics.accuracy
+    return [CellDesign(zero_flip_probability(bits, ber), clean) for ber in bers]
 
 
 # -- failures -------------------------------------------------------------------------------------------------
@@ -495,9 +491,8 @@ class GroupJob:
             number_format = resolve_format(group.format_spec.name, group.format_spec.options)
             with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
                 deployed = deploy(context, prepared, number_format, data)
-            baseline_seconds, protected_seconds = paired_timing(baseline_model, deployed.model, data)
-            template = self._template(built, deployed, baseline_model, number_format, data,
-                                      (baseline_seconds, protected_seconds, prepare_seconds))
+            timing = interleaved_timing(baseline_model, deployed.model, data)
+            template = self._template(built, deployed, baseline_model, number_format, data, timing, prepare_seconds)
             yield PhaseTime("deploy", time.perf_counter() - started)
         except Exception as error:  # confined to this group's cells
             yield _failures(context, group, phase, error, _PHASE_FAMILY[phase])
@@ -511,10 +506,10 @@ class GroupJob:
             yield PhaseTime("campaign", time.perf_counter() - started)
 
     def _template(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module,
-                  number_format: NumberFormat, data: EvaluationData, seconds: tuple[float, float, float]) -> CellRecord:
+                  number_format: NumberFormat, data: EvaluationData, timing: dict[str, list[float]],
+                  prepare_seconds: float) -> CellRecord:
         """What every cell of the group shares; each cell adds its identity (see :func:`campaign`)."""
         group = self.group
-        baseline_seconds, protected_seconds, prepare_seconds = seconds
         return CellRecord(
             cell_id="",
             method=group.method_spec.label,
@@ -532,9 +527,12 @@ class GroupJob:
             baseline_bits=FaultSpace(baseline_model, self.context.keys.space_options).total_bits(number_format),
             fault_space=json.dumps(deployed.injector.space.describe()),
             eval_samples=data.size,
-            clean_eval_seconds=protected_seconds,
-            baseline_eval_seconds=baseline_seconds,
+            clean_eval_seconds=min(timing["protected"]),
+            baseline_eval_seconds=min(timing["baseline"]),
             prepare_seconds=prepare_seconds,
+            chance_accuracy=chance_accuracy(data.labels),
+            baseline_checksum=baseline_checksum(baseline_model),
+            timing=json.dumps(timing),
         )
 
     def lost(self, reason: str) -> Iterator[JobOutput]:

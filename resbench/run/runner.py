@@ -164,7 +164,7 @@ class _Driver:
             stored = self.store.trial_accuracies(keys.all_cell_ids(group))
             self.summary.cells += len(stored)
             self.summary.trials_skipped += sum(len(stored[cell_id]) for cell_id in keys.faulty_cell_ids(group))
-            if not keys.complete(group, stored):
+            if not keys.complete(group, stored, self.store.zero_flip_probabilities(keys.faulty_cell_ids(group))):
                 pending.append((group, stored))
         return pending
 
@@ -288,4 +288,23 @@ def run_suite(suite: Suite, settings: RunSettings, source: str = "suite") -> Run
     """Run every cell of ``suite`` that the store does not hold yet; returns what was done."""
     check_suite_names(suite, source)
     check_fault_formats(suite, source)
-    return _Driver(suite, settings).run()
+    if not suite.seeds:
+        return _Driver(suite, settings).run()
+    # Several seeds: each trains its own baseline and prepares its own methods; trials pair within a seed.
+    summaries = [_Driver(suite.model_copy(update={"seed": seed, "seeds": []}), settings).run() for seed in suite.seeds]
+    return _merged(summaries)
+
+
+def _merged(summaries: list[RunSummary]) -> RunSummary:
+    """One summary for the runs of a suite with several seeds (the last run's id)."""
+    merged = RunSummary(run_id=summaries[-1].run_id)
+    for summary in summaries:
+        merged.cells += summary.cells
+        merged.trials_run += summary.trials_run
+        merged.trials_skipped += summary.trials_skipped
+        merged.seconds += summary.seconds
+        for name, seconds in summary.phases.items():
+            merged.phases[name] = merged.phases.get(name, 0.0) + seconds
+        merged.failures += summary.failures
+        merged.failure_details += summary.failure_details
+    return merged

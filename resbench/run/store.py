@@ -77,7 +77,12 @@ CREATE TABLE IF NOT EXISTS cells (
     clean_eval_seconds REAL NOT NULL,
     baseline_eval_seconds REAL NOT NULL,
     prepare_seconds REAL NOT NULL,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id)
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    sampling TEXT NOT NULL DEFAULT 'bernoulli',
+    zero_flip_probability REAL NOT NULL DEFAULT 0,
+    chance_accuracy REAL,
+    baseline_checksum TEXT NOT NULL DEFAULT '',
+    timing TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS trials (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id),
@@ -93,6 +98,7 @@ CREATE TABLE IF NOT EXISTS trials (
     flips_per_bit TEXT NOT NULL,
     flips_per_tensor TEXT NOT NULL,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    effective_flips INTEGER,
     PRIMARY KEY (cell_id, trial)
 );
 CREATE TABLE IF NOT EXISTS failures (
@@ -115,7 +121,12 @@ CREATE TABLE IF NOT EXISTS failures (
 class CellRecord:
     """What a cell is (its definition) and what is known about it before any trial.
 
-    ``fault_space`` lists the stored tensors faults may hit (JSON: name, kind, shape).
+    ``fault_space`` lists the stored tensors faults may hit (JSON: name, kind, shape). ``sampling`` is
+    the campaign design (:mod:`resbench.estimator`): for ``conditional`` cells the stored trial
+    accuracies are conditional on at least one flip and ``zero_flip_probability`` is P(K = 0).
+    ``chance_accuracy`` is the accuracy of always predicting the test split's most frequent class;
+    ``baseline_checksum`` the SHA-256 of the trained baseline's weights; ``timing`` the interleaved
+    clean-pass times (JSON: ``baseline`` and ``protected`` seconds, pass by pass).
     """
 
     cell_id: str
@@ -137,12 +148,19 @@ class CellRecord:
     clean_eval_seconds: float
     baseline_eval_seconds: float
     prepare_seconds: float
+    sampling: str = "bernoulli"
+    zero_flip_probability: float = 0.0
+    chance_accuracy: float | None = None
+    baseline_checksum: str = ""
+    timing: str = "{}"
 
 
 @dataclass(frozen=True)
 class TrialRow:
     """One trial's outcome. Rates are percentages of the evaluated samples.
 
+    ``flips`` counts sampled sites; ``effective_flips`` the bits that really changed (a legacy draw that
+    hit a bit twice cancels, a stuck-at site already at its value changes nothing).
     ``flips_per_bit`` counts sites by bit position (LSB = 0); ``flips_per_tensor`` by stored tensor
     (non-zero counts only).
     """
@@ -159,6 +177,7 @@ class TrialRow:
     seconds: float
     flips_per_bit: tuple[int, ...]
     flips_per_tensor: dict[str, int]
+    effective_flips: int | None = None
 
 
 @dataclass(frozen=True)
@@ -403,13 +422,14 @@ class ResultStore:
                 json.dumps(list(row.flips_per_bit)),
                 json.dumps(row.flips_per_tensor, sort_keys=True),
                 run_id,
+                row.effective_flips,
             )
             for row in rows
         ]
         with self._transaction() as connection:
             before = connection.total_changes
             connection.executemany(
-                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (cell_id, trial) DO NOTHING",
                 values,
             )
@@ -442,6 +462,18 @@ class ResultStore:
                 found[cell_id] = {int(trial): float(accuracy) for trial, accuracy in rows}
         return found
 
+    def zero_flip_probabilities(self, cell_ids: Iterable[str]) -> dict[str, float]:
+        """P(K = 0) of the stored cells among ``cell_ids`` (0 for cells sampled directly)."""
+        found = {}
+        with self._guard():
+            for cell_id in cell_ids:
+                row = self._connection.execute(
+                    "SELECT zero_flip_probability FROM cells WHERE cell_id = ?", (cell_id,)
+                ).fetchone()
+                if row is not None:
+                    found[cell_id] = float(row[0])
+        return found
+
     def cells_frame(self) -> pd.DataFrame:
         """Every cell definition as a data frame."""
         with self._guard():
@@ -451,7 +483,8 @@ class ResultStore:
         """Every trial joined with its cell, one row per trial."""
         with self._guard():
             return pd.read_sql_query(
-                "SELECT c.method, c.model, c.dataset, c.format, c.fault_model, c.ber, c.seed AS base_seed, t.* "
+                "SELECT c.method, c.model, c.dataset, c.format, c.fault_model, c.ber, c.seed AS base_seed, "
+                "c.sampling, c.zero_flip_probability, t.* "
                 "FROM trials t JOIN cells c USING (cell_id) ORDER BY c.dataset, c.model, c.format, "
                 "c.fault_model, c.method, c.ber, t.trial",
                 self._connection,

@@ -11,6 +11,7 @@ import pandas as pd
 
 from resbench import __version__
 from resbench.plugins import hookimpl
+from resbench.report.activation_leaderboard import activation_display_frame
 from resbench.report.html import citation_link, render_html, short_citation
 from resbench.report.latex import render_latex
 from resbench.report.leaderboard import LeaderboardTable, format_ber
@@ -43,6 +44,8 @@ def _accuracy_with_ci(row: pd.Series, ber: float) -> str:
 
 def display_frame(table: LeaderboardTable) -> pd.DataFrame:
     """The table as people read it: accuracy 'mean ± CI half-width' per BER, rounded columns."""
+    if table.target == "activations":
+        return activation_display_frame(table)
     rows = []
     for _, row in table.rows.iterrows():
         shown: dict[str, str] = {"method": str(row["method"]), "clean": _number(row["clean_accuracy"])}
@@ -102,7 +105,7 @@ def _numeric_frame(tables: list[LeaderboardTable]) -> pd.DataFrame:
     for table in tables:
         frame = table.rows.copy()
         for column, value in (("dataset", table.dataset), ("model", table.model), ("format", table.format),
-                              ("fault_model", table.fault_model)):
+                              ("fault_model", table.fault_model), ("fault_target", table.target)):
             frame.insert(0, column, value)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -129,6 +132,7 @@ def render_json(tables: list[LeaderboardTable]) -> str:
             "model": table.model,
             "format": table.format,
             "fault_model": table.fault_model,
+            "fault_target": table.target,
             "bers": table.bers,
             "rows": [{key: _json_safe(value) for key, value in row.items()}
                      for row in table.rows.to_dict(orient="records")],

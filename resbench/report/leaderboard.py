@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from resbench.report.activation_leaderboard import activation_columns, rank_single_fault_rows
 from resbench.statistics import summarize, trapezoid_auc, wilson_interval
 
 __all__ = ["TOLERANCE_POINTS", "LeaderboardTable", "build_leaderboard", "format_ber"]
@@ -54,11 +55,18 @@ class LeaderboardTable:
     setup: str = ""
     #: Where the results come from (versions, suites, seeds, dates), for page footers; filled by the caller.
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: what the faults hit: ``weights`` or ``activations`` (see :mod:`resbench.report.activation_leaderboard`)
+    target: str = "weights"
+
+    @property
+    def per_inference(self) -> bool:
+        """Whether the table reports one fault per inference (``act-single``) rather than a BER sweep."""
+        return self.target == "activations" and not self.bers
 
     @property
     def title(self) -> str:
-        """``dataset / model / format / fault model``, plus ``setup X`` where names alone are ambiguous."""
-        title = f"{self.dataset} / {self.model} / {self.format} / {self.fault_model}"
+        """``dataset / model / format / fault model / target``, plus ``setup X`` where names alone are ambiguous."""
+        title = f"{self.dataset} / {self.model} / {self.format} / {self.fault_model} / faults in {self.target}"
         return f"{title} / setup {self.setup}" if self.setup else title
 
 
@@ -96,6 +104,11 @@ def _rates(trials: pd.DataFrame, key: str) -> dict[str, float]:
         f"due_low@{key}": 100 * low,
         f"due_high@{key}": 100 * high,
     }
+
+
+def _target_of(definition: str) -> str:
+    """The fault target a cell's definition names (weight cells predate the key)."""
+    return str(json.loads(definition).get("fault_target", "weights"))
 
 
 def _setup_of(definition: str) -> str:
@@ -147,6 +160,24 @@ def _added_values(fault_space: str) -> int:
     return sum(math.prod(entry["shape"]) for entry in json.loads(fault_space) if entry["kind"] == "method")
 
 
+def _with_activation_columns(
+    frame: pd.DataFrame, cells: pd.DataFrame, trials: pd.DataFrame, bers: list[float]
+) -> pd.DataFrame:
+    """Rows of an activation-fault table with per-inference rates and their Wilson intervals."""
+    samples = int(cells["eval_samples"].iloc[0])
+    extra = pd.DataFrame([
+        {"method": method, **activation_columns(trials[(trials["method"] == method) & (trials["ber"] != 0)],
+                                                samples, bers)}
+        for method in frame["method"]
+    ])
+    merged = frame.merge(extra, on="method", how="left")
+    if bers:
+        return merged
+    counts = trials[trials["ber"] != 0].groupby("method")["trial"].count()
+    merged["trials_min"] = merged["trials_max"] = [int(counts.get(method, 0)) for method in merged["method"]]
+    return rank_single_fault_rows(merged)
+
+
 def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[LeaderboardTable]:
     """Leaderboard tables from the store's cell frame and its trial frame (trials joined with cells)."""
     tables: list[LeaderboardTable] = []
@@ -163,7 +194,11 @@ def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[Leaderb
             for method, method_cells in group_cells.groupby("method", sort=True)
         ]
         frame = pd.DataFrame(rows).sort_values("auc", ascending=False, na_position="last", kind="stable")
+        target = _target_of(str(group_cells["definition"].iloc[0]))
+        if target == "activations":
+            frame = _with_activation_columns(frame, group_cells, group_trials, bers)
         shown_setup = setup if setups_per_name[tuple(key[:4])] > 1 else ""
         tables.append(LeaderboardTable(dataset, model, number_format, fault_model, bers,
-                                       frame.reset_index(drop=True), tuple(group_cells["cell_id"]), shown_setup))
+                                       frame.reset_index(drop=True), tuple(group_cells["cell_id"]), shown_setup,
+                                       target=target))
     return tables

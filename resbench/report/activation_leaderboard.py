@@ -33,7 +33,8 @@ from resbench.statistics import wilson_interval
 if TYPE_CHECKING:
     from resbench.report.leaderboard import LeaderboardTable
 
-__all__ = ["activation_columns", "activation_display_frame", "katz_ratio_interval", "rank_single_fault_rows"]
+__all__ = ["activation_columns", "activation_display_frame", "activation_latex_table", "activation_legend",
+           "katz_ratio_interval", "rank_single_fault_rows"]
 
 MISSING = "\u2013"
 
@@ -167,3 +168,34 @@ def activation_display_frame(table: LeaderboardTable) -> pd.DataFrame:
         })
         rows.append(shown)
     return pd.DataFrame(rows)
+
+
+def activation_legend(table: LeaderboardTable) -> str:
+    """The short legend under a markdown activation table."""
+    low, high = int(table.rows["trials_min"].min()), int(table.rows["trials_max"].max())
+    trials = f"{low}" if low == high else f"{low} to {high}"
+    where = f"faults ({table.fault_model}) in conv/linear outputs unless the fault model says otherwise"
+    if table.per_inference:
+        return (f"*One single-bit flip per inference, {where}; rates in % of inferences ({trials} trials x the test "
+                "split) with 95% Wilson intervals; ranked by accuracy under faults. Columns are defined in "
+                "results/README.md.*")
+    return (f"*Every output bit flips with probability BER, anew for every image, {where}; accuracy: mean over "
+            f"{trials} trials ± 95% CI half-width; SDC in % of inferences with 95% Wilson intervals. Columns are "
+            "defined in results/README.md.*")
+
+
+def activation_latex_table(table: LeaderboardTable) -> str:
+    """One LaTeX ``table`` float of an activation table (booktabs rules)."""
+    from resbench.report.latex import latex_escape  # latex imports the leaderboard, which imports this module
+
+    frame = activation_display_frame(table).drop(columns=["citation", "overhead %", "prepare s", "trials"])
+    header = " & ".join(latex_escape(str(column)) for column in frame.columns) + r" \\"
+    body = [" & ".join(latex_escape(str(value)).replace("±", r"$\pm$") for value in row) + r" \\"
+            for row in frame.values]
+    setting = "one bit flip per inference" if table.per_inference else "per-bit flips at each BER"
+    caption = (f"Silent data corruption of {latex_escape(table.model)} on {latex_escape(table.dataset)} under "
+               f"transient faults in activations ({setting}, {latex_escape(table.fault_model)}), in \\% of "
+               "inferences with 95\\% Wilson intervals (resbench).")
+    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}",
+                      rf"\begin{{tabular}}{{l{'r' * (len(frame.columns) - 1)}}}", r"\toprule", header, r"\midrule",
+                      *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])

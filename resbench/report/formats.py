@@ -11,7 +11,7 @@ import pandas as pd
 
 from resbench import __version__
 from resbench.plugins import hookimpl
-from resbench.report.activation_leaderboard import activation_display_frame
+from resbench.report.activation_leaderboard import activation_display_frame, activation_legend
 from resbench.report.html import citation_link, render_html, short_citation
 from resbench.report.latex import render_latex
 from resbench.report.leaderboard import LeaderboardTable, format_ber
@@ -77,6 +77,8 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 def _legend(table: LeaderboardTable) -> str:
     """The short legend under a markdown table."""
+    if table.target == "activations":
+        return activation_legend(table)
     low, high = int(table.rows["trials_min"].min()), int(table.rows["trials_max"].max())
     trials = f"{low}" if low == high else f"{low} to {high}"
     return (f"*Accuracy in %: mean over {trials} trials per BER (one sampled fault pattern each) ± the half-width of "
@@ -105,8 +107,9 @@ def _numeric_frame(tables: list[LeaderboardTable]) -> pd.DataFrame:
     for table in tables:
         frame = table.rows.copy()
         for column, value in (("dataset", table.dataset), ("model", table.model), ("format", table.format),
-                              ("fault_model", table.fault_model), ("fault_target", table.target)):
+                              ("fault_model", table.fault_model)):
             frame.insert(0, column, value)
+        frame["fault_target"] = table.target
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -335,3 +335,52 @@ def test_a_shared_module_called_twice_is_refused() -> None:
     model = _model()  # block.relu is one module called twice; the unrewritten model exposes it as is
     with pytest.raises(UsageError, match=r"more than once per inference.*block\.relu"):
         ActivationInjector(model, _fault_model("act-single", operators=("ReLU",)), _data().images)
+
+
+# -- Ranger's clamps after pooling and flatten ---------------------------------------------------------------
+
+
+def _clamp_recipe(model: nn.Module, after: list[str]) -> nn.Module:
+    splits = load_dataset("synthetic", {"train_size": 64, "test_size": 8, "seed": 3})
+    built = get_registries().methods.build("ranger", {"activation": {"name": "clamp", "after": after}})
+    method: Method = built.value
+    context = PrepareContext(train=splits.train, validation=splits.validation, image_shape=splits.image_shape,
+                             num_classes=splits.num_classes, device=torch.device("cpu"), seed=0,
+                             number_format=resolve_format("fp32"), batch_size=32)
+    prepared = method.build(copy.deepcopy(model), context)
+    method.fit(prepared, context)
+    return prepared.eval()
+
+
+def test_clamps_after_pooling_and_flatten_bound_faults_there_with_the_activations_bound() -> None:
+    from resbench_plugins.ranger import FollowingClamp
+
+    from resbench.faultspace import FaultSpace
+
+    model, data = _model(), _data()
+    plain, extended = _ranger(model), _clamp_recipe(model, ["pool", "flatten"])
+    clamps = [module for module in extended.modules() if isinstance(module, FollowingClamp)]
+    assert len(clamps) == 2  # test-cnn: act6 -> pool -> flatten -> fc1
+    bound = extended.get_submodule("act6").bound
+    assert all(clamp.source.bound is bound for clamp in clamps)
+    limit = float(bound.detach())
+    assert FaultSpace(extended).names == FaultSpace(plain).names  # the bound is stored once
+    assert torch.equal(predict_logits(extended, data), predict_logits(plain, data))
+    # a fault that blows up the pooled value is held at act6's bound before it reaches fc1
+    fault_model = _fault_model("act-single", operators=("pool",), top_bits=2, bits=["exponent"])
+    largest = []
+    for candidate in (plain, extended):
+        seen: list[torch.Tensor] = []
+        injector = ActivationInjector(candidate, fault_model, data.images)
+        fc1 = candidate.get_submodule("fc1")
+        handle = fc1.register_forward_pre_hook(lambda _module, inputs, seen=seen: seen.append(inputs[0]))
+        faults = fault_model.sample_images(injector.layout, [-1.0], 2, data.size)[0]
+        injector.faulty_logits(data, faults, torch.zeros(data.size, 10))
+        handle.remove()
+        injector.remove()
+        largest.append(float(torch.cat(seen).max()))
+    assert largest[0] > limit * 1e3
+    assert largest[1] <= limit
+    copied = copy.deepcopy(extended)
+    copied_clamps = [module for module in copied.modules() if isinstance(module, FollowingClamp)]
+    assert all(clamp.source.bound is copied.get_submodule("act6").bound for clamp in copied_clamps)

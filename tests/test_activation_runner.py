@@ -113,6 +113,9 @@ def test_cli_leaderboard_and_figures_handle_activation_tables(finished: tuple[Pa
     assert main(["leaderboard", "--store", str(folder / "r.sqlite")]) == 0
     text = capsys.readouterr().out
     assert "act-single / faults in activations" in text and "critical SDC %" in text
+    assert main(["leaderboard", "--store", str(folder / "r.sqlite"), "--bers", "1e-2"]) == 0
+    shown = capsys.readouterr().out
+    assert "act-single / faults in activations" in shown and "acc 1e-03" not in shown and "acc 1e-02" in shown
     assert main(["plot", "--store", str(folder / "r.sqlite"), "--output", str(folder / "figures")]) == 0
     figures = {path.name for path in (folder / "figures").iterdir()}
     assert any("act-bitflip" in name for name in figures) and not any("act-single" in name for name in figures)

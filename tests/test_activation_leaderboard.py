@@ -54,6 +54,7 @@ def test_a_broken_model_never_ranks_first_whatever_its_sdc_rate() -> None:
     })
     ranked = rank_single_fault_rows(frame)
     assert ranked["method"].tolist() == ["bounded", "none", "broken"]
+    assert np.isnan(ranked.set_index("method").loc["none", "sdc_vs_none"])  # no ratio of a model with itself
     bounded = ranked.set_index("method").loc["bounded"]
     assert bounded["sdc_vs_none"] == pytest.approx(10.0)
     assert bounded["sdc_vs_none_low"] < 10.0 < bounded["sdc_vs_none_high"]

@@ -4,6 +4,7 @@ resumption, the leaderboard's activation tables and bad input found before any w
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from resbench.activation_faults import ONE_FAULT_PER_INFERENCE
 from resbench.cli import main
 from resbench.config import parse_suite
+from resbench.report.activation_leaderboard import katz_ratio_interval
 from resbench.report.leaderboard import build_leaderboard
 from resbench.runner import RunSettings, RunSummary, run_suite
 from resbench.store import ResultStore
@@ -100,11 +102,16 @@ def test_leaderboard_reports_activation_tables_with_wilson_intervals(finished: t
         assert row["sdc_events"] == round((stored["sdc_rate"] * TEST_SIZE / 100).sum())
         assert row["sdc_low"] <= row["sdc"] <= row["sdc_high"]
         assert row["critical_sdc"] <= row["sdc"]
+    ranger = single.rows[single.rows["method"] == "ranger"].iloc[0]
     none = single.rows[single.rows["method"] == "none"].iloc[0]
-    assert none["sdc_vs_none"] == pytest.approx(1.0)
+    expected = katz_ratio_interval(int(none["sdc_events"]), int(none["inferences"]), int(ranger["sdc_events"]),
+                                   int(ranger["inferences"]))
+    assert (ranger["sdc_vs_none"], ranger["sdc_vs_none_low"], ranger["sdc_vs_none_high"]) == pytest.approx(expected)
+    assert math.isnan(none["sdc_vs_none"])
     sweep = by_fault["act-bitflip[format=q15.16]"]
     assert sweep.bers == [1e-3, 1e-2] and not sweep.per_inference
     assert all(sweep.rows[f"sdc_low@{key}"].le(sweep.rows[f"sdc@{key}"]).all() for key in ("1e-03", "1e-02"))
+    assert all(sweep.rows[f"due_rate_low@{key}"].le(sweep.rows[f"due_rate@{key}"]).all() for key in ("1e-03", "1e-02"))
 
 
 def test_cli_leaderboard_and_figures_handle_activation_tables(finished: tuple[Path, RunSummary],

@@ -14,7 +14,7 @@ Columns added to a method's row (percent of inferences):
   interval (Katz et al. 1978). Methods see the same faults (common random numbers), which correlates the
   two rates positively; the Katz interval ignores that correlation and is therefore conservative.
 * per BER (``act-bitflip``): ``sdc_low@BER`` / ``sdc_high@BER`` around the weight columns' ``sdc@BER``,
-  and ``critical_sdc@BER`` with its bounds.
+  ``critical_sdc@BER`` and ``due_rate@BER`` (inferences with NaN or Inf logits) with their bounds.
 
 Rows of ``act-single`` tables are ranked by accuracy under faults, so a model that is always wrong (and
 therefore never silently corrupted) can never rank first.
@@ -85,7 +85,7 @@ def _per_ber_columns(trials: pd.DataFrame, eval_samples: int, bers: list[float])
         key = f"@{ber:.0e}"
         at_ber = trials[np.isclose(trials["ber"], ber, rtol=1e-9, atol=0)]
         total = len(at_ber) * eval_samples
-        for prefix, column in (("sdc", "sdc_rate"), ("critical_sdc", "critical_sdc_rate")):
+        for prefix, column in (("sdc", "sdc_rate"), ("critical_sdc", "critical_sdc_rate"), ("due_rate", "due_rate")):
             if total:
                 row.update(_rate(prefix, key, _events(at_ber, column, eval_samples), total))
         row.pop(f"sdc{key}", None)  # the weight columns' mean SDC rate: the same figure
@@ -108,7 +108,7 @@ def rank_single_fault_rows(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = math.nan
     if len(baseline):
         reference = baseline.iloc[0]
-        for index, row in frame.iterrows():
+        for index, row in frame[frame["method"] != "none"].iterrows():
             ratio = katz_ratio_interval(int(reference["sdc_events"]), int(reference["inferences"]),
                                         int(row["sdc_events"]), int(row["inferences"]))
             frame.loc[index, ["sdc_vs_none", "sdc_vs_none_low", "sdc_vs_none_high"]] = ratio
@@ -149,6 +149,8 @@ def _sweep_display(row: pd.Series, bers: list[float]) -> dict[str, str]:
         shown[f"acc {ber:.0e}"] = f"{mean:.1f} ± {high - mean:.1f}" if finite else _shown(mean, 1)
     for ber in bers:
         shown[f"SDC % {ber:.0e}"] = _with_interval(row, "sdc", f"@{ber:.0e}")
+    for ber in bers:
+        shown[f"DUE % {ber:.0e}"] = _with_interval(row, "due_rate", f"@{ber:.0e}")
     shown["AUC"] = _shown(row["auc"], 3)
     return shown
 

@@ -40,6 +40,8 @@ COLUMN_HELP: dict[str, str] = {
     "the trials, ± the half-width of its 95% confidence interval",
     "SDC % x": "faults in activations at bit-error rate x: silent data corruptions in % of inferences, with its "
     "95% Wilson interval",
+    "DUE % x": "faults in activations at bit-error rate x: inferences whose logits hold NaN or Inf, in %, with its "
+    "95% Wilson interval",
 }
 
 
@@ -47,7 +49,7 @@ def column_help(column: str) -> str:
     """The definition of a displayed column (``BER 1e-05`` is explained by ``BER x``)."""
     if column in COLUMN_HELP:
         return COLUMN_HELP[column]
-    for prefix in ("BER ", "acc ", "SDC % "):
+    for prefix in ("BER ", "acc ", "SDC % ", "DUE % "):
         if column.startswith(prefix):
             return COLUMN_HELP[f"{prefix}x"].replace("rate x", f"rate {column[len(prefix):]}")
     return "see results/README.md"

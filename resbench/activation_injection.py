@@ -32,7 +32,6 @@ from torch.utils.hooks import RemovableHandle
 
 from resbench.activation_faults import ActivationFaultModel, ImageFaults, select_operators
 from resbench.errors import UsageError
-from resbench.evaluation import EvaluationData
 from resbench.faultspace import FaultSpaceLayout
 from resbench.formats import Float32, NumberFormat
 from resbench.methods.callsites import activation_call_sites, is_rewritten, rewrite_activation_call_sites
@@ -197,30 +196,6 @@ class ActivationInjector:
             self.layout.names[int(operator[begin])]: (flat_device[begin:end], masks_device[begin:end])
             for begin, end in itertools.pairwise(bounds)
         }
-
-    @torch.inference_mode()
-    def faulty_logits(self, data: EvaluationData, faults: ImageFaults, clean_logits: torch.Tensor) -> torch.Tensor:
-        """Logits of every image under ``faults``: images without a fault keep their fault-free logits,
-        the others are evaluated in batches of the data's batch size."""
-        rows = np.unique(faults.images)
-        logits = clean_logits.clone()
-        if rows.size == 0:
-            return logits
-        whole = rows.size == data.size
-        index = torch.from_numpy(rows).to(data.images.device)
-        for start in range(0, rows.size, data.batch_size):
-            stop = min(start + data.batch_size, rows.size)
-            images = data.images[start:stop] if whole else data.images.index_select(0, index[start:stop])
-            self.plan = self.batch_plan(faults, rows, start, stop)
-            try:
-                batch_logits = self.model(images).float()
-            finally:
-                self.plan = {}
-            if whole:
-                logits[start:stop] = batch_logits
-            else:
-                logits.index_copy_(0, index[start:stop], batch_logits)
-        return logits
 
 
 def _xor(flat: torch.Tensor, index: torch.Tensor, masks: torch.Tensor) -> None:

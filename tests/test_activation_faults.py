@@ -14,7 +14,6 @@ from scipy import stats
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from resbench.activation_campaign import prepare_activation_campaign
 from resbench.activation_faults import (
     ONE_FAULT_PER_INFERENCE,
     ActivationFaultModel,
@@ -25,13 +24,14 @@ from resbench.activation_faults import (
 from resbench.activation_injection import ActivationInjector
 from resbench.datasets import load_dataset
 from resbench.errors import UsageError
-from resbench.evaluation import EvaluationData, predict_logits
 from resbench.faults import resolve_fault_model
 from resbench.faultspace import FaultSpaceLayout
 from resbench.formats import resolve_format
 from resbench.methods.base import Method, PrepareContext
 from resbench.models import build_model
 from resbench.plugins import get_registries
+from resbench.run.activation_campaign import faulty_logits, prepare_activation_campaign
+from resbench.run.evaluation import EvaluationData, predict_logits
 
 MASK64 = 2**64 - 1
 
@@ -89,7 +89,7 @@ def _flipped(
     names = injector.layout.names
     computed, used = _Recorder(injector.model, names, before=True), _Recorder(injector.model, names)
     try:
-        injector.faulty_logits(data, faults, torch.zeros(data.size, 10))
+        faulty_logits(injector, data, faults, torch.zeros(data.size, 10))
     finally:
         computed.remove()
         used.remove()
@@ -225,7 +225,7 @@ def test_clean_passes_are_bit_identical_with_the_hooks_installed(operators: tupl
     assert torch.equal(campaign.clean_logits, reference)
     none = fault_model.sample_images(campaign.injector.layout, [1e-12], 0, data.size)[0]
     assert none.num_flips == 0
-    assert torch.equal(campaign.injector.faulty_logits(data, none, campaign.clean_logits), reference)
+    assert torch.equal(faulty_logits(campaign.injector, data, none, campaign.clean_logits), reference)
     campaign.close()
     assert torch.equal(predict_logits(model, data), reference)
 
@@ -237,7 +237,7 @@ def test_faults_in_a_gathered_subset_change_only_the_faulty_images() -> None:
     faults = fault_model.sample_images(campaign.injector.layout, [3e-5], 8, data.size)[0]
     faulty_images = set(faults.images.tolist())
     assert 0 < len(faulty_images) < data.size
-    logits = campaign.injector.faulty_logits(data, faults, campaign.clean_logits)
+    logits = faulty_logits(campaign.injector, data, faults, campaign.clean_logits)
     changed = set((logits != campaign.clean_logits).any(dim=1).nonzero().flatten().tolist())
     assert changed and changed <= faulty_images
     # the gathered evaluation agrees with full batches of the whole set, faults placed by image
@@ -289,7 +289,7 @@ def test_fixed_point_activations_flip_bits_of_the_code() -> None:
     plain = predict_logits(model, data)
     assert torch.equal(campaign.clean_logits, number_format.quantize(plain))
     faults = fault_model.sample_images(campaign.injector.layout, [-1.0], 5, data.size)[0]
-    faulty = campaign.injector.faulty_logits(data, faults, campaign.clean_logits)
+    faulty = faulty_logits(campaign.injector, data, faults, campaign.clean_logits)
     # what the model computes with: decode(encode(y) XOR 2**bit), the code read as a signed 32-bit integer
     expected = campaign.clean_logits.clone()
     for image, element, bit in zip(faults.images.tolist(), faults.elements.tolist(), faults.bits.tolist(),
@@ -375,7 +375,7 @@ def test_clamps_after_pooling_and_flatten_bound_faults_there_with_the_activation
         fc1 = candidate.get_submodule("fc1")
         handle = fc1.register_forward_pre_hook(lambda _module, inputs, seen=seen: seen.append(inputs[0]))
         faults = fault_model.sample_images(injector.layout, [-1.0], 2, data.size)[0]
-        injector.faulty_logits(data, faults, torch.zeros(data.size, 10))
+        faulty_logits(injector, data, faults, torch.zeros(data.size, 10))
         handle.remove()
         injector.remove()
         largest.append(float(torch.cat(seen).max()))

@@ -17,8 +17,8 @@ from resbench.cli import main
 from resbench.config import parse_suite
 from resbench.report.activation_leaderboard import katz_ratio_interval
 from resbench.report.leaderboard import build_leaderboard
-from resbench.runner import RunSettings, RunSummary, run_suite
-from resbench.store import ResultStore
+from resbench.run.runner import RunSettings, RunSummary, run_suite
+from resbench.run.store import ResultStore
 
 TEST_SIZE = 48
 SUITE = {

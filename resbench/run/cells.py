@@ -13,7 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from resbench.activation_faults import cell_bers, definition_fields
 from resbench.config import ComponentSpec, Suite
+from resbench.faults import resolve_fault_model
 from resbench.faultspace import FaultSpaceOptions
 from resbench.plugins import get_registries
 from resbench.run.campaign import trials_needed
@@ -73,6 +75,7 @@ class CellKeys:
                 "seed": self.suite.seed,
                 "training": self.suite.training,
                 "checkpoint": self.checkpoint_digest,
+                **definition_fields(resolve_fault_model(fault_spec.name, fault_spec.options)),
             },
             sort_keys=True,
             default=str,
@@ -87,13 +90,17 @@ class CellKeys:
         return derive_seed(self.suite.seed, group.model_spec.label, group.dataset_spec.label,
                            group.format_spec.label, fault_spec.label, trial)
 
+    def bers(self, fault_spec: ComponentSpec) -> list[float]:
+        """The BERs of a fault model's faulty cells: the sweep, or one per-inference cell (act-single)."""
+        return cell_bers(resolve_fault_model(fault_spec.name, fault_spec.options), self.suite.bers)
+
     def clean_cell_ids(self, group: Group) -> list[str]:
         """The BER-0 cell of each fault model."""
         return [self.cell_id(group, fault, 0.0) for fault in self.suite.faults]
 
     def faulty_cell_ids(self, group: Group) -> list[str]:
-        """The cells of each fault model and BER of the sweep."""
-        return [self.cell_id(group, fault, ber) for fault in self.suite.faults for ber in self.suite.bers]
+        """The cells of each fault model and BER of the sweep (or its one per-inference cell)."""
+        return [self.cell_id(group, fault, ber) for fault in self.suite.faults for ber in self.bers(fault)]
 
     def all_cell_ids(self, group: Group) -> list[str]:
         """Every cell of ``group``: clean ones and faulty ones."""

@@ -5,7 +5,8 @@ A trial is one pass over the evaluation set in which every image gets its own fa
 image for every cell at once (``act-bitflip``: nested over the BER sweep; ``act-single``: one cell).
 Images with no fault keep their fault-free logits without a forward pass; a trial with no fault at all
 reuses the fault-free result. The metrics are those of weight trials (:func:`trial_metrics`), over
-the whole evaluation set. Completed trials stored earlier are skipped, so an interrupted campaign resumes.
+the whole evaluation set. Trials ``done`` earlier are skipped, so an interrupted campaign resumes; like
+the weight campaign, this touches no store: it yields rows for the driver to write.
 
 The fault-free reference is the deployed model with the hooks installed and no fault: in ``fp32``
 exactly the deployed model's logits, in other formats those of the model computing in the format.
@@ -14,24 +15,25 @@ exactly the deployed model's logits, in other formats those of the model computi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from resbench.activation_faults import ActivationFaultModel, ImageFaults
 from resbench.activation_injection import ActivationInjector
-from resbench.campaign import FLUSH_SECONDS, CampaignPlan, CleanReference, trials_needed
 from resbench.datasets.base import random_subset
 from resbench.datasets.loading import iterate_batches
 from resbench.errors import blame_plugin
-from resbench.evaluation import EvaluationData, predict_logits, predictions_of, trial_metrics
-from resbench.store import ResultStore, TrialRow
+from resbench.run.campaign import CampaignPlan, CleanReference, trials_needed
+from resbench.run.evaluation import EvaluationData, predict_logits, predictions_of, trial_metrics
+from resbench.run.store import TrialRow
 
-__all__ = ["ActivationCampaign", "prepare_activation_campaign", "run_activation_campaign"]
+__all__ = ["ActivationCampaign", "faulty_logits", "prepare_activation_campaign", "run_activation_campaign"]
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,40 @@ def prepare_activation_campaign(
     return ActivationCampaign(injector, fault_model, data, clean, clean_logits)
 
 
+@torch.inference_mode()
+def faulty_logits(
+    injector: ActivationInjector, data: EvaluationData, faults: ImageFaults, clean_logits: torch.Tensor
+) -> torch.Tensor:
+    """Logits of every image under ``faults``: images without a fault keep their fault-free logits, the
+    others are evaluated in batches of the data's batch size (gathered when some images have no fault)."""
+    rows = np.unique(faults.images)
+    logits = clean_logits.clone()
+    if rows.size == 0:
+        return logits
+    whole = rows.size == data.size
+    index = torch.from_numpy(rows).to(data.images.device)
+    for start in range(0, rows.size, data.batch_size):
+        stop = min(start + data.batch_size, rows.size)
+        images = data.images[start:stop] if whole else data.images.index_select(0, index[start:stop])
+        injector.plan = injector.batch_plan(faults, rows, start, stop)
+        try:
+            batch_logits = injector.model(images).float()
+        finally:
+            injector.plan = {}
+        if whole:
+            logits[start:stop] = batch_logits
+        else:
+            logits.index_copy_(0, index[start:stop], batch_logits)
+    return logits
+
+
 def _trial_row(campaign: ActivationCampaign, faults: ImageFaults, cell_id: str, trial: int, seed: int) -> TrialRow:
     started = time.perf_counter()
     reused = faults.num_flips == 0
     if reused:
         metrics = campaign.clean.metrics
     else:
-        logits = campaign.injector.faulty_logits(campaign.data, faults, campaign.clean_logits)
+        logits = faulty_logits(campaign.injector, campaign.data, faults, campaign.clean_logits)
         metrics = trial_metrics(logits, campaign.data.labels, campaign.clean.predictions)
     record = faults.record()
     return TrialRow(cell_id=cell_id, trial=trial, seed=seed, accuracy=metrics.accuracy, sdc_rate=metrics.sdc_rate,
@@ -85,50 +114,27 @@ def _trial_row(campaign: ActivationCampaign, faults: ImageFaults, cell_id: str, 
                     flips_per_tensor=record.per_tensor)
 
 
-def _trial_rows(
+def run_activation_campaign(
     campaign: ActivationCampaign, plan: CampaignPlan, done: dict[str, dict[int, float]]
 ) -> Iterator[TrialRow]:
-    trial = 0
-    while True:
-        needing = [index for index, cell_id in enumerate(plan.cell_ids)
-                   if trials_needed(list(done[cell_id].values()), plan.policy)]
-        if not needing:
-            return
-        pending = [index for index in needing if trial not in done[plan.cell_ids[index]]]
-        if pending:
-            seed = plan.trial_seed(trial)
-            with blame_plugin(*plan.fault_model_item, "sample"):
-                all_faults = campaign.trial_faults(plan.bers, seed)
-            for index in pending:
-                row = _trial_row(campaign, all_faults[index], plan.cell_ids[index], trial, seed)
-                done[row.cell_id][trial] = row.accuracy
-                yield row
-        trial += 1
-
-
-def run_activation_campaign(
-    campaign: ActivationCampaign,
-    plan: CampaignPlan,
-    store: ResultStore,
-    run_id: int,
-    on_trial: Callable[[], None] | None = None,
-) -> int:
-    """Run the trials ``plan`` still needs, writing them to ``store`` in transactions; returns how many ran."""
-    done = store.trial_accuracies(plan.cell_ids)
-    buffer: list[TrialRow] = []
-    last_flush = time.monotonic()
-    count = 0
+    """Yield one row per trial that ``plan`` still needs, given the trials ``done`` (updated as trials
+    complete); the hooks are removed when the campaign ends, however it ends."""
     try:
-        for row in _trial_rows(campaign, plan, done):
-            buffer.append(row)
-            count += 1
-            if on_trial is not None:
-                on_trial()
-            if time.monotonic() - last_flush > FLUSH_SECONDS:
-                store.add_trials(buffer, run_id)
-                buffer.clear()
-                last_flush = time.monotonic()
+        trial = 0
+        while True:
+            needing = [index for index, cell_id in enumerate(plan.cell_ids)
+                       if trials_needed(list(done[cell_id].values()), plan.policy)]
+            if not needing:
+                return
+            pending = [index for index in needing if trial not in done[plan.cell_ids[index]]]
+            if pending:
+                seed = plan.trial_seed(trial)
+                with blame_plugin(*plan.fault_model_item, "sample"):
+                    all_faults = campaign.trial_faults(plan.bers, seed)
+                for index in pending:
+                    row = _trial_row(campaign, all_faults[index], plan.cell_ids[index], trial, seed)
+                    done[row.cell_id][trial] = row.accuracy
+                    yield row
+            trial += 1
     finally:
-        store.add_trials(buffer, run_id)
-    return count
-
+        campaign.close()

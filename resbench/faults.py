@@ -46,6 +46,7 @@ __all__ = [
     "FaultModelOptions",
     "FaultRecord",
     "FaultSites",
+    "FaultTarget",
     "LegacyCountFaults",
     "SiteKind",
     "register_fault_models",
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 SiteKind = Literal["flip", "stuck-at-0", "stuck-at-1"]
+#: What faults hit: the stored tensors (weights) or the outputs of operators while data passes through
+#: (activations, see :mod:`resbench.activation_faults`).
+FaultTarget = Literal["weights", "activations"]
 
 # Gap chunks grow from 2**10 to 2**20 draws; the schedule depends on nothing but the BER.
 _FIRST_CHUNK = 1 << 10
@@ -130,6 +134,11 @@ def _combine(elements: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.nda
 class FaultModelOptions(Options):
     """Options shared by the built-in fault models."""
 
+    target: FaultTarget = Field(
+        default="weights",
+        description="what faults hit: weights (stored tensors) or activations (operator outputs); each fault "
+        "model supports the targets it lists",
+    )
     bits: tuple[int | str, ...] = Field(
         default=(),
         description="bit positions (LSB = 0) or fields (sign, exponent, mantissa, integer, fraction, "
@@ -177,9 +186,23 @@ class FaultModel(ABC):
 
     name: str
     kind: SiteKind = "flip"
+    #: The fault targets this model knows how to sample; the weight models know only ``weights``.
+    targets: tuple[FaultTarget, ...] = ("weights",)
 
     def __init__(self, options: FaultModelOptions | None = None) -> None:
         self.options = options or FaultModelOptions()
+
+    @property
+    def target(self) -> FaultTarget:
+        """The target this model was asked for (its ``target`` option)."""
+        return self.options.target
+
+    def check_target(self) -> None:
+        """Refuse a target the model does not support (bad input, found before any work)."""
+        if self.target not in self.targets:
+            known = ", ".join(self.targets)
+            raise UsageError(f"fault model {self.name} supports the {known} target only, not {self.target}; "
+                             "activation faults come from act-bitflip or act-single")
 
     def allowed_bits(self, layout: FaultSpaceLayout) -> np.ndarray:
         """The bit positions faults may hit in ``layout``, ascending."""

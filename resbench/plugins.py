@@ -89,6 +89,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench_plugins.recipe",
     "resbench.formats",
     "resbench.faults",
+    "resbench.activation_faults",
 )
 
 

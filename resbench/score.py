@@ -29,7 +29,10 @@ def normalized_accuracy(accuracy: np.ndarray, clean: float, chance: float) -> np
 
 
 def covered_range(bers: list[float], reference: tuple[float, float] = REFERENCE_RANGE) -> tuple[float, float] | None:
-    """The part of ``reference`` inside the measured sweep, or None when they do not overlap in a span."""
+    """The part of ``reference`` inside the measured sweep, or None when they do not overlap in a span
+    (or there is no sweep: one fault per inference)."""
+    if not bers:
+        return None
     low, high = max(min(bers), reference[0]), min(max(bers), reference[1])
     return (low, high) if high > low else None
 

@@ -83,8 +83,9 @@ def test_list_family_json_is_valid(capsys: pytest.CaptureFixture[str], family: s
     assert status == 0
     records = json.loads(out)
     assert isinstance(records, list)
+    expected = {"name", "plugin", "description", "options"} | ({"targets"} if family == "faults" else set())
     for record in records:
-        assert set(record) == {"name", "plugin", "description", "options"}
+        assert set(record) == expected
 
 
 @pytest.mark.usefixtures("test_items")

@@ -8,11 +8,12 @@ split); the ``ranger`` recipe combines them with the paper's settings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import fx, nn
 
 from resbench.config import ComponentSpec
 from resbench.hookspecs import Register
@@ -31,8 +32,8 @@ from resbench.methods import (
 from resbench.options import Options
 from resbench.plugins import hookimpl
 
-__all__ = ["Clamp", "ClampedActivation", "ProfileMax", "Ranger", "register_activation_schemes",
-           "register_methods", "register_threshold_optimizers"]
+__all__ = ["Clamp", "ClampOptions", "ClampedActivation", "FollowingClamp", "ProfileMax", "Ranger",
+           "register_activation_schemes", "register_methods", "register_threshold_optimizers"]
 
 RANGER = Citation(
     authors="Z. Chen, G. Li, K. Pattabiraman",
@@ -50,11 +51,88 @@ class ClampedActivation(BoundedActivation):
         return torch.minimum(activated, self.bound)
 
 
+_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                 nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_POOL_FUNCTIONS = (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+                   F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+                   F.adaptive_max_pool2d, F.adaptive_max_pool3d)
+_FLATTEN_METHODS = ("flatten", "view", "reshape")
+
+
+class FollowingClamp(nn.Module):
+    """``min(x, b)`` after a pooling or flatten that follows a clamped activation, with that activation's
+    bound ``b`` (Ranger, Sec. III-B: the restriction extends to operations that keep the value range).
+
+    The bound is shared, not copied: it is stored once, at its call site, and faults in it reach both.
+    """
+
+    def __init__(self, source: BoundedActivation) -> None:
+        super().__init__()
+        self.__dict__["source"] = source  # not a submodule: the bound belongs to the call site's module
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        source: BoundedActivation = self.__dict__["source"]
+        return torch.minimum(inputs, source.bound)
+
+
+def _following_kind(model: nn.Module, node: fx.Node) -> str | None:
+    """``pool`` or ``flatten`` for a node that keeps its input's value range, else None."""
+    if node.op == "call_module":
+        module = model.get_submodule(str(node.target))
+        return "pool" if isinstance(module, _POOL_MODULES) else "flatten" if isinstance(module, nn.Flatten) else None
+    if node.op == "call_function":
+        return "pool" if node.target in _POOL_FUNCTIONS else "flatten" if node.target is torch.flatten else None
+    if node.op == "call_method" and node.target in _FLATTEN_METHODS:
+        return "flatten"
+    return None
+
+
+class ClampOptions(Options):
+    """Options of ``clamp``."""
+
+    after: tuple[Literal["pool", "flatten"], ...] = pydantic.Field(
+        default=(),
+        description="also clamp the outputs of pooling and flatten operations that directly follow a clamped "
+        "activation, with its layer-wise bound (Ranger)")
+
+
 class Clamp(ActivationScheme):
     """Saturate each activation at its bound (Ranger)."""
 
+    Options: ClassVar[type[Options]] = ClampOptions
+
     def build(self, site: CallSiteSpec) -> BoundedActivation:
         return ClampedActivation(site.activation, bound_shape(site.output_shape, site.granularity))
+
+    def extend(self, model: nn.Module, bounded: dict[str, BoundedActivation]) -> None:
+        """Insert a :class:`FollowingClamp` after each chosen operation in the chain that directly follows a
+        layer-wise clamped call site (a channel or neuron bound does not fit the pooled shape)."""
+        options = self.options
+        assert isinstance(options, ClampOptions)
+        if not options.after or not isinstance(model, fx.GraphModule):
+            return
+        nodes = {str(node.target): node for node in model.graph.nodes if node.op == "call_module"}
+        for name, module in bounded.items():
+            if module.bound.dim() == 0:
+                self._clamp_chain(model, nodes[name], module, options.after)
+        model.recompile()
+
+    @staticmethod
+    def _clamp_chain(model: fx.GraphModule, node: fx.Node, source: BoundedActivation, after: Sequence[str]) -> None:
+        while len(node.users) == 1:
+            user = next(iter(node.users))
+            kind = _following_kind(model, user)
+            if kind is None:
+                return
+            node = user
+            if kind in after:
+                index = sum(1 for name, _ in model.named_children() if name.startswith("ranger_clamp_"))
+                model.add_submodule(f"ranger_clamp_{index}", FollowingClamp(source))
+                with model.graph.inserting_after(user):
+                    clamp = model.graph.call_module(f"ranger_clamp_{index}", (user,))
+                user.replace_all_uses_with(clamp, delete_user_cb=lambda other, clamp=clamp: other is not clamp)
+                node = clamp
 
 
 class ProfileMaxOptions(Options):
@@ -97,9 +175,11 @@ class Ranger(Recipe):
 
     Options = RangerOptions
     citation = RANGER
-    notes = ("published for transient faults in activations (one flip per inference); resbench applies it "
-             "to faults in stored weights and bounds. Hyperparameters: the paper's (maximum over 20% of the "
-             "training data, rounded up). The extra clamps after pooling and flatten are not added.")
+    notes = ("published for transient faults in activations (one flip per inference: the act-single fault "
+             "model); resbench applies it to faults in stored weights and bounds too. Hyperparameters: the "
+             "paper's (maximum over 20% of the training data, rounded up). The extra clamps after pooling and "
+             "flatten are an option of the clamp scheme ({name: ranger, activation: {name: clamp, after: [pool, "
+             "flatten]}}), off by default; they change nothing unless faults hit pooling or flatten outputs.")
 
 
 @hookimpl

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from resbench.errors import UsageError
 from resbench.options import describe_options
 from resbench.plugins import FAMILIES, Registries, get_registries, hookimpl
 from resbench.registry import Entry
@@ -13,13 +14,25 @@ from resbench.registry import Entry
 __all__ = ["ListCommand", "register_commands"]
 
 
-def _entry_record(entry: Entry[Any]) -> dict[str, Any]:
-    return {
+def _fault_targets(entry: Entry[Any]) -> list[str]:
+    """The fault targets (weights, activations) a fault model supports, from one built with default options."""
+    try:
+        made = entry.item(entry.make_options({}))
+    except UsageError:  # an option without a default: the model cannot be built to ask
+        return []
+    return list(getattr(made, "targets", ()))
+
+
+def _entry_record(entry: Entry[Any], family: str) -> dict[str, Any]:
+    record = {
         "name": entry.name,
         "plugin": entry.plugin,
         "description": entry.description,
         "options": describe_options(entry.options),
     }
+    if family == "faults":
+        record["targets"] = _fault_targets(entry)
+    return record
 
 
 def _plugin_records(registries: Registries) -> list[dict[str, Any]]:
@@ -56,9 +69,9 @@ class ListCommand:
         if args.family == "plugins":
             records: Any = _plugin_records(registries)
         elif args.family:
-            records = [_entry_record(entry) for entry in registries.families[args.family]]
+            records = [_entry_record(entry, args.family) for entry in registries.families[args.family]]
         else:
-            records = {family: [_entry_record(e) for e in registries.families[family]] for family in FAMILIES}
+            records = {family: [_entry_record(e, family) for e in registries.families[family]] for family in FAMILIES}
         if args.json:
             print(json.dumps(records, indent=2, default=str))
         else:
@@ -79,6 +92,8 @@ class ListCommand:
                 lines.append(f"  {entry.name:<16} {entry.description}  [{entry.plugin}]")
                 if options:
                     lines.append(f"  {'':<16} options: {options}")
+                if name == "faults":
+                    lines.append(f"  {'':<16} targets: {', '.join(_fault_targets(entry)) or 'unknown'}")
         return "\n".join(lines)
 
 

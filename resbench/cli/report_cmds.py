@@ -114,6 +114,9 @@ def select_bers(tables: list[LeaderboardTable], text: str) -> list[LeaderboardTa
         raise UsageError("--bers: name at least one BER")
     selected = []
     for table in tables:
+        if table.per_inference:  # one fault per inference: no BER columns to choose from
+            selected.append(table)
+            continue
         kept = [ber for ber in table.bers if any(abs(ber - value) <= 1e-9 * ber for value in wanted)]
         missing = [value for value in wanted if not any(abs(ber - value) <= 1e-9 * ber for ber in table.bers)]
         if missing:

@@ -109,6 +109,11 @@ class ActivationScheme(ABC):
     def build(self, site: CallSiteSpec) -> BoundedActivation:
         """The bounded module for ``site``, its bound shaped ``bound_shape(site.output_shape, site.granularity)``."""
 
+    def extend(self, model: nn.Module, bounded: dict[str, BoundedActivation]) -> None:
+        """Called once every call site holds its bounded module (``bounded``, by call-site name): add modules
+        elsewhere in the rewritten ``model`` (Ranger's clamps after pooling). The default adds nothing."""
+        return None
+
 
 class ThresholdOptimizer(ABC):
     """Sets or trains the bounds of bounded call sites (registered with ``register_threshold_optimizers``).

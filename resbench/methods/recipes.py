@@ -134,6 +134,7 @@ class Recipe(Method):
         shapes = site_output_shapes(rewritten, [site.name for site in details], context.image_shape)
         scheme: ActivationScheme = self.scheme.value
         label = f"activation scheme {self.scheme.entry.name!r}"
+        built: dict[str, BoundedActivation] = {}
         for index, site in enumerate(details):
             granularity = self.granularity_of(index, len(details))
             activation = rewritten.get_submodule(site.name)
@@ -149,6 +150,9 @@ class Recipe(Method):
                                   f"built a bound of shape {tuple(bounded.bound.shape)} for call site "
                                   f"{site.name!r}, expected {expected} ({granularity})")
             replace_call_site(rewritten, site.name, bounded)
+            built[site.name] = bounded
+        with blame_plugin(self.scheme.entry.plugin, label, "build"):
+            scheme.extend(rewritten, built)
         return rewritten
 
     def fit(self, model: nn.Module, context: PrepareContext) -> dict[str, Any]:

@@ -34,6 +34,22 @@ COLUMN_HELP: dict[str, str] = {
     "trials": "the number of trials behind each BER of the row, as a range when it differs between BERs "
     "(adaptive: a BER stops when its interval half-width is below the target or at the maximum)",
     "citation": "the paper the method comes from",
+    "accuracy %": "faults in activations, one per inference: accuracy in % of inferences (trials x test images), "
+    "with its 95% Wilson interval",
+    "SDC %": "faults in activations, one per inference: silent data corruptions (top-1 differs from the "
+    "fault-free prediction, logits finite) in % of inferences, with its 95% Wilson interval",
+    "critical SDC %": "as SDC %, counting only inferences the fault-free model got right and the faulty one wrong",
+    "DUE %": "inferences whose logits hold NaN or Inf (detected unrecoverable errors, counted as wrong), in %, "
+    "with its 95% Wilson interval",
+    "x fewer SDCs than none": "the unprotected model's SDC rate over the method's, with a 95% Katz log interval "
+    "(conservative: both see the same faults)",
+    "inferences": "faulty inferences behind the rates: trials x test images, each with its own fault",
+    "acc x": "faults in activations at bit-error rate x (each output bit of each image): mean accuracy (%) over "
+    "the trials, ± the half-width of its 95% confidence interval",
+    "SDC % x": "faults in activations at bit-error rate x: silent data corruptions in % of inferences, with its "
+    "95% Wilson interval",
+    "DUE % x": "faults in activations at bit-error rate x: inferences whose logits hold NaN or Inf, in %, with its "
+    "95% Wilson interval",
 }
 
 
@@ -41,6 +57,7 @@ def column_help(column: str) -> str:
     """The definition of a displayed column (``BER 1e-05`` is explained by ``BER x``)."""
     if column in COLUMN_HELP:
         return COLUMN_HELP[column]
-    if column.startswith("BER "):
-        return COLUMN_HELP["BER x"].replace("rate x", f"rate {column[4:]}")
+    for prefix in ("BER ", "acc ", "SDC % ", "DUE % "):
+        if column.startswith(prefix):
+            return COLUMN_HELP[f"{prefix}x"].replace("rate x", f"rate {column[len(prefix):]}")
     return "see results/README.md"

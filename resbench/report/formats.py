@@ -11,6 +11,7 @@ import pandas as pd
 
 from resbench import __version__
 from resbench.plugins import hookimpl
+from resbench.report.activation_leaderboard import activation_display_frame, activation_legend
 from resbench.report.html import citation_link, render_html, short_citation
 from resbench.report.latex import render_latex
 from resbench.report.leaderboard import LeaderboardTable, format_ber
@@ -47,6 +48,8 @@ def _accuracy_with_ci(row: pd.Series, ber: float) -> str:
 
 def display_frame(table: LeaderboardTable) -> pd.DataFrame:
     """The table as people read it: accuracy 'mean [95% interval]' per BER, rounded columns."""
+    if table.target == "activations":
+        return activation_display_frame(table)
     rows = []
     several_seeds = len(table.seeds) > 1
     for _, row in table.rows.iterrows():
@@ -100,6 +103,8 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 def _legend(table: LeaderboardTable) -> str:
     """The short legend under a markdown table."""
+    if table.target == "activations":
+        return activation_legend(table)
     low, high = int(table.rows["trials_min"].min()), int(table.rows["trials_max"].max())
     trials = f"{low}" if low == high else f"{low} to {high}"
     return (f"*{table.description} {trials} trials per BER (one sampled fault pattern each); faults "
@@ -134,6 +139,7 @@ def _numeric_frame(tables: list[LeaderboardTable]) -> pd.DataFrame:
         for column, value in (("dataset", table.dataset), ("model", table.model), ("format", table.format),
                               ("fault_model", table.fault_model)):
             frame.insert(0, column, value)
+        frame["fault_target"] = table.target
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -159,6 +165,7 @@ def render_json(tables: list[LeaderboardTable]) -> str:
             "model": table.model,
             "format": table.format,
             "fault_model": table.fault_model,
+            "fault_target": table.target,
             "bers": table.bers,
             "seeds": list(table.seeds),
             "notes": list(table.notes),

@@ -13,6 +13,7 @@ import re
 
 import pandas as pd
 
+from resbench.report.activation_leaderboard import activation_latex_table
 from resbench.report.leaderboard import LeaderboardTable, format_ber
 
 __all__ = ["latex_escape", "render_latex", "standalone_document"]
@@ -68,6 +69,8 @@ def _footnote(table: LeaderboardTable) -> str:
 
 
 def _table(table: LeaderboardTable) -> str:
+    if table.target == "activations":
+        return activation_latex_table(table)
     header = ["Method", "Clean", *(latex_escape(format_ber(ber)) for ber in table.bers)]
     caption = (f"Accuracy (\\%) of {latex_escape(table.model)} on {latex_escape(table.dataset)} under bit flips "
                f"in {latex_escape(table.format)} weights, by bit-error rate (resbench).")

@@ -47,6 +47,7 @@ import pandas as pd
 
 from resbench.estimator import CellDesign
 from resbench.measures import overhead_interval
+from resbench.report.activation_leaderboard import activation_columns, rank_single_fault_rows
 from resbench.score import REFERENCE_RANGE, covered_range, resilience_score
 from resbench.statistics import (
     LEVEL,
@@ -104,11 +105,18 @@ class LeaderboardTable:
                 f"accuracy {span} (0 = chance, 1 = no loss). Seeds: {seeds}. Rank: methods marked = are "
                 "statistically tied.")
         return " ".join([text, *self.notes])
+    #: what the faults hit: ``weights`` or ``activations`` (see :mod:`resbench.report.activation_leaderboard`)
+    target: str = "weights"
+
+    @property
+    def per_inference(self) -> bool:
+        """Whether the table reports one fault per inference (``act-single``) rather than a BER sweep."""
+        return self.target == "activations" and not self.bers
 
     @property
     def title(self) -> str:
-        """``dataset / model / format / fault model``, plus ``setup X`` where names alone are ambiguous."""
-        title = f"{self.dataset} / {self.model} / {self.format} / {self.fault_model}"
+        """``dataset / model / format / fault model / target``, plus ``setup X`` where names alone are ambiguous."""
+        title = f"{self.dataset} / {self.model} / {self.format} / {self.fault_model} / faults in {self.target}"
         return f"{title} / setup {self.setup}" if self.setup else title
 
 
@@ -159,7 +167,7 @@ class _SeedCurve:
             else np.full(weights.low.size, math.nan)
             for cell in self.cells
         ]
-        return np.stack(columns, axis=1)
+        return np.stack(columns, axis=1) if columns else np.zeros((weights.low.size, 0))
 
     def means(self) -> np.ndarray:
         return np.array([float(cell.values.mean()) if cell is not None and cell.values.size else math.nan
@@ -252,6 +260,11 @@ def _scores(curves: dict[int, _SeedCurve], bers: list[float]) -> tuple[np.ndarra
         per_seed_draws.append(resilience_score(bers, curve.draws(), curve.clean, curve.chance))
         per_seed.append(float(resilience_score(bers, curve.means()[None, :], curve.clean, curve.chance)[0]))
     return np.mean(per_seed_draws, axis=0), per_seed
+
+
+def _target_of(definition: str) -> str:
+    """The fault target a cell's definition names (weight cells predate the key)."""
+    return str(json.loads(definition).get("fault_target", "weights"))
 
 
 def _seed_columns(per_seed: list[float]) -> dict[str, float]:
@@ -429,6 +442,27 @@ def _notes(fault_model: str, group_cells: pd.DataFrame) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def _with_activation_columns(
+    frame: pd.DataFrame, cells: pd.DataFrame, trials: pd.DataFrame, bers: list[float]
+) -> pd.DataFrame:
+    """Rows of an activation-fault table with per-inference rates and their Wilson intervals."""
+    samples = int(cells["eval_samples"].iloc[0])
+    extra = pd.DataFrame([
+        {"method": method, **activation_columns(trials[(trials["method"] == method) & (trials["ber"] != 0)],
+                                                samples, bers)}
+        for method in frame["method"]
+    ])
+    merged = frame.merge(extra, on="method", how="left")
+    if bers:
+        return merged
+    counts = trials[trials["ber"] != 0].groupby("method")["trial"].count()
+    merged["trials_min"] = merged["trials_max"] = [int(counts.get(method, 0)) for method in merged["method"]]
+    ranked = rank_single_fault_rows(merged)
+    ranked["rank"] = [str(position) for position in range(1, len(ranked) + 1)]  # by accuracy under faults
+    ranked["tied_with_best"] = False
+    return ranked
+
+
 def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[LeaderboardTable]:
     """Leaderboard tables from the store's cell frame and its trial frame (trials joined with cells)."""
     tables: list[LeaderboardTable] = []
@@ -441,10 +475,13 @@ def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[Leaderb
         bers = sorted(float(ber) for ber in group_cells["ber"].unique() if ber > 0)
         group_trials = trials[trials["cell_id"].isin(group_cells["cell_id"])]
         frame = _table_frame(group_cells, group_trials, bers)
+        target = _target_of(str(group_cells["definition"].iloc[0]))
+        if target == "activations":
+            frame = _with_activation_columns(frame, group_cells, group_trials, bers)
         shown_setup = setup if setups_per_name[tuple(key[:4])] > 1 else ""
         seeds = tuple(sorted(int(seed) for seed in group_cells["seed"].unique()))
         tables.append(LeaderboardTable(dataset, model, number_format, fault_model, bers, frame,
                                        tuple(group_cells["cell_id"]), shown_setup, seeds=seeds,
-                                       notes=_notes(fault_model, group_cells), setup_id=setup))
+                                       notes=_notes(fault_model, group_cells), setup_id=setup, target=target))
     return tables
 

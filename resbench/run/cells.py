@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from resbench.activation_faults import cell_bers, definition_fields
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import TEST_SUBSET
 from resbench.estimator import CellDesign, effective_sampling
@@ -79,6 +80,7 @@ class CellKeys:
                 "sampling": effective_sampling(self.suite.trials.sampling,
                                                resolve_fault_model(fault_spec.name, fault_spec.options)),
                 "test_subset": TEST_SUBSET if "test_limit" in group.dataset_spec.options else None,
+                **definition_fields(resolve_fault_model(fault_spec.name, fault_spec.options)),
             },
             sort_keys=True,
             default=str,
@@ -93,13 +95,17 @@ class CellKeys:
         return derive_seed(self.suite.seed, group.model_spec.label, group.dataset_spec.label,
                            group.format_spec.label, fault_spec.label, trial)
 
+    def bers(self, fault_spec: ComponentSpec) -> list[float]:
+        """The BERs of a fault model's faulty cells: the sweep, or one per-inference cell (act-single)."""
+        return cell_bers(resolve_fault_model(fault_spec.name, fault_spec.options), self.suite.bers)
+
     def clean_cell_ids(self, group: Group) -> list[str]:
         """The BER-0 cell of each fault model."""
         return [self.cell_id(group, fault, 0.0) for fault in self.suite.faults]
 
     def faulty_cell_ids(self, group: Group) -> list[str]:
-        """The cells of each fault model and BER of the sweep."""
-        return [self.cell_id(group, fault, ber) for fault in self.suite.faults for ber in self.suite.bers]
+        """The cells of each fault model and BER of the sweep (or its one per-inference cell)."""
+        return [self.cell_id(group, fault, ber) for fault in self.suite.faults for ber in self.bers(fault)]
 
     def all_cell_ids(self, group: Group) -> list[str]:
         """Every cell of ``group``: clean ones and faulty ones."""
@@ -114,7 +120,7 @@ class CellKeys:
             return False
         for fault_spec in self.suite.faults:
             clean = stored[self.cell_id(group, fault_spec, 0.0)][0]
-            for ber in self.suite.bers:
+            for ber in self.bers(fault_spec):
                 cell_id = self.cell_id(group, fault_spec, ber)
                 design = CellDesign(zero_flip.get(cell_id, 0.0), clean)
                 if trials_needed(list(stored.get(cell_id, {}).values()), self.suite.trials, design):

@@ -34,7 +34,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
+from resbench.activation_faults import ActivationFaultModel
 from resbench.cache import ArtifactCache
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import DatasetSplits, load_dataset
@@ -49,6 +51,7 @@ from resbench.methods.base import Method, PrepareContext, defines_fit
 from resbench.models import build_model, load_checkpoint
 from resbench.plugins import get_registries
 from resbench.registry import Built
+from resbench.run.activation_campaign import prepare_activation_campaign, run_activation_campaign
 from resbench.run.campaign import CampaignPlan, CleanReference, run_campaign
 from resbench.run.cells import CellKeys, Group, StoredTrials
 from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits, predictions_of, trial_metrics
@@ -294,30 +297,47 @@ def campaign(
     data: EvaluationData,
     template: CellRecord,
     done: StoredTrials,
+    train: Dataset[Any] | None = None,
 ) -> Iterator[JobOutput]:
-    """The cells of one fault model (clean cell first, with its row), then a row per trial still needed."""
+    """The cells of one fault model (clean cell first, with its row), then a row per trial still needed.
+
+    ``train`` (the training split) is where activation faults in a scaled format profile their ranges.
+    """
     fault_model = resolve_fault_model(fault_spec.name, fault_spec.options)
     fault_entry, _ = get_registries().faults.resolve(fault_spec.name)
     keys = context.keys
-    clean_cell, *cells = [
-        dataclasses.replace(template, cell_id=keys.cell_id(group, fault_spec, ber), fault_model=fault_spec.label,
-                            ber=ber, definition=keys.definition(group, fault_spec, ber))
-        for ber in [0.0, *context.suite.bers]
-    ]
-    sampling = effective_sampling(context.suite.trials.sampling, fault_model)
-    designs = _designs(sampling, fault_model, deployed, context.suite.bers)
-    cells = [dataclasses.replace(cell, sampling=sampling, zero_flip_probability=design.zero_flip)
-             for cell, design in zip(cells, designs, strict=True)]
-    metrics = deployed.clean.metrics
-    clean_row = TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, (), {})
-    yield CellsReady((clean_cell, *cells), clean_row)
-    cell_ids = [cell.cell_id for cell in cells]
-    plan = CampaignPlan(list(context.suite.bers), cell_ids, context.suite.trials,
-                        functools.partial(keys.trial_seed, group, fault_spec), designs=designs,
-                        conditional=sampling == "conditional",
-                        fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"))
-    stored = {cell_id: dict(done.get(cell_id, {})) for cell_id in cell_ids}
-    yield from run_campaign(deployed.model, deployed.injector, fault_model, data, deployed.clean, plan, stored)
+    bers = keys.bers(fault_spec)
+    # -- activation target: hooks on operator outputs, faults per image (resbench.run.activation_campaign) --
+    activations = None
+    if isinstance(fault_model, ActivationFaultModel):
+        activations = prepare_activation_campaign(deployed.model, fault_model, data, train, context.suite.seed)
+    clean = deployed.clean if activations is None else activations.clean
+    try:
+        clean_cell, *cells = [
+            dataclasses.replace(template, cell_id=keys.cell_id(group, fault_spec, ber), fault_model=fault_spec.label,
+                                ber=ber, definition=keys.definition(group, fault_spec, ber))
+            for ber in [0.0, *bers]
+        ]
+        sampling = effective_sampling(context.suite.trials.sampling, fault_model)
+        designs = _designs(sampling, fault_model, deployed, bers)
+        cells = [dataclasses.replace(cell, sampling=sampling, zero_flip_probability=design.zero_flip)
+                 for cell, design in zip(cells, designs, strict=True)]
+        metrics = clean.metrics
+        clean_row = TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, (),
+                             {})
+        yield CellsReady((clean_cell, *cells), clean_row)
+        cell_ids = [cell.cell_id for cell in cells]
+        plan = CampaignPlan(bers, cell_ids, context.suite.trials, functools.partial(keys.trial_seed, group, fault_spec),
+                            designs=designs, conditional=sampling == "conditional",
+                            fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"))
+        stored = {cell_id: dict(done.get(cell_id, {})) for cell_id in cell_ids}
+        if activations is not None:
+            yield from run_activation_campaign(activations, plan, stored)
+            return
+        yield from run_campaign(deployed.model, deployed.injector, fault_model, data, deployed.clean, plan, stored)
+    finally:
+        if activations is not None:
+            activations.close()
 
 
 def _designs(sampling: str, fault_model: FaultModel, deployed: Deployed, bers: list[float]) -> list[CellDesign]:
@@ -379,7 +399,7 @@ def _failures(context: JobContext, group: Group, phase: str, error: BaseExceptio
         CellFailure(context.keys.cell_id(group, fault_spec, ber), group.method_spec.label, group.model_spec.label,
                     group.dataset_spec.label, group.format_spec.label, fault_spec.label, ber, phase, plugin, text)
         for fault_spec in (faults if faults is not None else context.suite.faults)
-        for ber in [0.0, *context.suite.bers]
+        for ber in [0.0, *context.keys.bers(fault_spec)]
     ]
     details = "".join(traceback.format_exception(error))
     return Failed(tuple(failures), details)
@@ -500,7 +520,7 @@ class GroupJob:
         for fault_spec in context.suite.faults:
             started = time.perf_counter()
             try:
-                yield from campaign(context, group, fault_spec, deployed, data, template, self.done)
+                yield from campaign(context, group, fault_spec, deployed, data, template, self.done, splits.train)
             except Exception as error:  # confined to this fault model's cells
                 yield _failures(context, group, "campaign", error, "methods", faults=[fault_spec])
             yield PhaseTime("campaign", time.perf_counter() - started)

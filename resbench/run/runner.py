@@ -28,6 +28,7 @@ from typing import Any, cast
 import torch
 from tqdm import tqdm
 
+from resbench.activation_faults import ActivationFaultModel, check_fault_target
 from resbench.cache import ArtifactCache
 from resbench.config import Suite, check_suite_names
 from resbench.datasets import DatasetSplits, load_dataset
@@ -278,6 +279,9 @@ def check_fault_formats(suite: Suite, source: str) -> None:
         layout = FaultSpaceLayout(("probe",), (1,), number_format.bits_per_element, number_format.bit_fields())
         for fault_spec in suite.faults:
             fault_model = registries.faults.build(fault_spec.name, fault_spec.options, where=source).value
+            check_fault_target(fault_model, f"{source}: fault model {fault_spec.label}")
+            if isinstance(fault_model, ActivationFaultModel):  # checked against its own activation format
+                continue
             try:
                 fault_model.allowed_bits(layout)
             except UsageError as error:

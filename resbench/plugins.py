@@ -65,6 +65,7 @@ FAMILY_PRODUCTS: dict[str, str] = {
     "faults": "resbench.faults:FaultModel",
     "activations": "resbench.methods.components:ActivationScheme",
     "optimizers": "resbench.methods.components:ThresholdOptimizer",
+    "transforms": "resbench.methods.transforms:WeightTransform",
     "methods": "resbench.methods.base:Method",
     "models": "torch.nn:Module",
     "datasets": "resbench.datasets.base:DatasetSplits",
@@ -87,6 +88,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench_plugins.fitact",
     "resbench_plugins.proact",
     "resbench_plugins.recipe",
+    "resbench_plugins.saf",
+    "resbench_plugins.wscale",
+    "resbench_plugins.compose",
     "resbench.formats",
     "resbench.faults",
 )

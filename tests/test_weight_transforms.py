@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from resbench_plugins.saf import FUNCTIONS, saf_range
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -27,7 +28,6 @@ from resbench.methods import Method, PrepareContext, bounded_sites, transformed_
 from resbench.models import build_model
 from resbench.plugins import get_registries
 from resbench.training import load_or_train_baseline
-from resbench_plugins.saf import FUNCTIONS, saf_range
 
 SAF_FUNCTIONS = sorted(FUNCTIONS)
 

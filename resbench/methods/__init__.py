@@ -26,8 +26,8 @@ from resbench.methods.components import (
     profiled_bound,
     set_profiled_bounds,
 )
-from resbench.methods.profiling import ActivationProfile, profile_activations
 from resbench.methods.composition import Composition, CompositionOptions
+from resbench.methods.profiling import ActivationProfile, profile_activations
 from resbench.methods.recipes import Recipe, RecipeOptions
 from resbench.methods.transforms import (
     TransformMethod,
@@ -56,8 +56,8 @@ __all__ = [
     "TransformMethod",
     "TransformMethodOptions",
     "WeightTransform",
-    "apply_weight_transform",
     "activation_call_sites",
+    "apply_weight_transform",
     "bound_shape",
     "bounded_sites",
     "call_site_details",

@@ -34,7 +34,8 @@ from resbench.errors import PluginError, UsageError, blame_plugin
 from resbench.faultspace import stored_attributes
 from resbench.methods.base import Method, PrepareContext
 from resbench.methods.recipes import normalized_spec
-from resbench.options import NoOptions, Options
+from resbench.options import NoOptions
+from resbench.options import Options as OptionsModel
 from resbench.registry import Built
 
 __all__ = [
@@ -73,11 +74,11 @@ class WeightTransform(ABC):
     validation splits only.
     """
 
-    Options: ClassVar[type[Options]] = NoOptions
+    Options: ClassVar[type[OptionsModel]] = NoOptions
     #: Whether what is stored depends on the deployment number format (weight scaling's t does).
     format_dependent: ClassVar[bool] = False
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: OptionsModel) -> None:
         self.options = options
 
     @abstractmethod
@@ -126,7 +127,7 @@ def frozen_method_tensors(model: nn.Module) -> Iterator[None]:
             value.requires_grad_(True)
 
 
-class TransformMethodOptions(Options):
+class TransformMethodOptions(OptionsModel):
     """Options of the ad-hoc ``transform`` method: which weight transform."""
 
     transform: ComponentSpec = pydantic.Field(description="weight transform (name or {name, options})")
@@ -144,10 +145,10 @@ class TransformMethod(Method):
     method's own options); the base class takes it from its ``transform`` option.
     """
 
-    Options: ClassVar[type[Options]] = TransformMethodOptions
+    Options: ClassVar[type[OptionsModel]] = TransformMethodOptions
     changes: ClassVar[frozenset[str]] = frozenset({"weights"})
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: OptionsModel) -> None:
         super().__init__(options)
         from resbench.plugins import get_registries
 

@@ -298,6 +298,19 @@ def test_composed_rows_are_named_by_the_composition(tmp_path: Path) -> None:
     assert kinds == {"model", "method"}
     assert "Fuengfusin" in composed["citation"] and "Chen" in composed["citation"]
 
+    # A second run with a new store loads the fitted compositions from the cache: the same clean results.
+    again = main(["run", str(suite), "--store", str(tmp_path / "again.sqlite"), "--cache-dir",
+                  str(tmp_path / "cache"), "--no-progress"])
+    assert again == 0
+    with ResultStore(tmp_path / "again.sqlite") as store:
+        reloaded = store.trials_frame()
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        first = store.trials_frame()
+    columns = ["method", "format", "ber", "trial", "accuracy"]
+    clean = [frame[frame["ber"] == 0][columns].sort_values(columns).reset_index(drop=True)
+             for frame in (first, reloaded)]
+    assert clean[0].equals(clean[1])
+
 
 def test_list_transforms(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "transforms"]) == 0

@@ -288,7 +288,10 @@ def test_composed_rows_are_named_by_the_composition(tmp_path: Path) -> None:
                    "--report-dir", str(tmp_path / "reports"), "--no-progress"])
     assert status == 0
     leaderboard = (tmp_path / "reports" / "leaderboard.md").read_text(encoding="utf-8")
-    assert "| wscale+ranger |" in leaderboard and "| saf-tanh+ranger |" in leaderboard
+    assert "| wscale+ranger |" in leaderboard
+    [row] = [line for line in leaderboard.splitlines() if line.startswith("| saf-tanh+ranger |")]
+    assert "[Fuengfusin et al., arXiv:2411.19027 2024](https://arxiv.org/abs/2411.19027) + " in row
+    assert "Chen et al." in row  # both parts cited, each short and linked
     from resbench.store import ResultStore
 
     with ResultStore(tmp_path / "r.sqlite") as store:

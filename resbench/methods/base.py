@@ -29,7 +29,10 @@ from resbench.formats import NumberFormat
 from resbench.options import NoOptions
 from resbench.options import Options as OptionsModel
 
-__all__ = ["Citation", "Method", "PrepareContext", "defines_fit"]
+__all__ = ["CITATION_SEPARATOR", "Citation", "Method", "PrepareContext", "defines_fit"]
+
+#: Joins the citations of a composed method's parts in one leaderboard cell.
+CITATION_SEPARATOR = "; "
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from torch import nn
 
 from resbench.config import ComponentSpec
 from resbench.errors import UsageError, blame_plugin
-from resbench.methods.base import Method, PrepareContext, defines_fit
+from resbench.methods.base import CITATION_SEPARATOR, Method, PrepareContext, defines_fit
 from resbench.methods.recipes import normalized_spec
 from resbench.options import Options
 from resbench.registry import Built
@@ -120,7 +120,7 @@ class Composition(Method):
         return any(part.value.format_dependent for part in self.parts)
 
     def citation_text(self) -> str:
-        return "; ".join(part.value.citation_text() for part in self.written)
+        return CITATION_SEPARATOR.join(part.value.citation_text() for part in self.written)
 
     def notes_text(self) -> str:
         notes = [f"{part.entry.name}: {part.value.notes_text()}" for part in self.written if part.value.notes_text()]

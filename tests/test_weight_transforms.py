@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from resbench_plugins.saf import FUNCTIONS, saf_range
+from resbench_plugins.wscale import FLOAT_T, default_t
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -183,7 +184,7 @@ def test_power_of_two_scaling_reproduces_unprotected_logits_exactly(format_name:
     assert all(math.log2(scale).is_integer() for scale in scales)
     assert any(scale != 1.0 for scale in scales)
     for _, layer in weight_layers(scaled):  # the stored values are c * W, at most t in magnitude
-        assert float(_stored(layer).abs().max()) <= (t or 1.0)
+        assert float(_stored(layer).abs().max()) <= (t or default_t(resolve_format(format_name)))
     number_format = resolve_format(format_name)
     Injector.deploy(plain, number_format)
     Injector.deploy(scaled, number_format)
@@ -207,10 +208,15 @@ def test_fixed_point_default_t_fills_the_range_and_shrinks_flip_errors(trained: 
     assert scale > 4  # the error of the unscaled weight would be 4
 
 
-def test_weight_scaling_is_prepared_per_format() -> None:
+def test_weight_scaling_is_prepared_per_format(trained: Any) -> None:
     method = _method("wscale")
     assert method.format_dependent
     assert not _method("saf-tanh").format_dependent
+    model, splits = trained
+    for format_name in ("fp16", "fp32"):  # the default t per format, c a power of two: max stored in (t/2, t]
+        scaled = _built("wscale", model, splits, format_name)
+        for _, layer in weight_layers(scaled):
+            assert FLOAT_T[format_name] / 2 < float(_stored(layer).abs().max()) <= FLOAT_T[format_name]
 
 
 # ---------------------------------------------------------------------------------------------------------

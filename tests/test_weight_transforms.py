@@ -20,7 +20,6 @@ from torch.nn.utils import parametrize
 from resbench.cache import ArtifactCache
 from resbench.cli import main
 from resbench.datasets import DatasetSplits, load_dataset
-from resbench.evaluation import load_evaluation_data, predict_logits, predictions_of, trial_metrics
 from resbench.faults import FaultSites
 from resbench.faultspace import FaultSpace
 from resbench.formats import resolve_format
@@ -28,6 +27,7 @@ from resbench.injection import Injector
 from resbench.methods import Method, PrepareContext, bounded_sites, transformed_layers, weight_layers
 from resbench.models import build_model
 from resbench.plugins import get_registries
+from resbench.run.evaluation import load_evaluation_data, predict_logits, predictions_of, trial_metrics
 from resbench.training import load_or_train_baseline
 
 SAF_FUNCTIONS = sorted(FUNCTIONS)
@@ -298,7 +298,7 @@ def test_composed_rows_are_named_by_the_composition(tmp_path: Path) -> None:
     [row] = [line for line in leaderboard.splitlines() if line.startswith("| saf-tanh+ranger |")]
     assert "[Fuengfusin et al., arXiv:2411.19027 2024](https://arxiv.org/abs/2411.19027) + " in row
     assert "Chen et al." in row  # both parts cited, each short and linked
-    from resbench.store import ResultStore
+    from resbench.run.store import ResultStore
 
     with ResultStore(tmp_path / "r.sqlite") as store:
         cells = store.cells_frame()

@@ -91,14 +91,17 @@ def register_threshold_optimizers(register: Register) -> None:
 def register_weight_transforms(register: Register) -> None:
     """Register weight transforms: how weights are stored and read back (SAF, scaling).
 
-    ``item`` is a factory ``item(options) -> WeightTransform``.
+    ``item`` is a factory ``item(options) -> WeightTransform`` (see :mod:`resbench.methods.transforms`):
+    for every conv/linear layer it gives a read-back module, registered as a parametrization, so the
+    layer stores a tensor (what faults hit) and computes with the value read back from it.
     """
 
 
 @hookspec
 def register_methods(register: Register) -> None:
     """Register resilience methods: named recipes of an activation scheme, a threshold optimizer and a
-    weight transform. ``none`` (the unprotected baseline) is registered this way too.
+    weight transform. ``none`` (the unprotected baseline) is registered this way too, and so is
+    ``compose``, which answers every ``A+B`` name.
 
     ``item`` is a factory ``item(options) -> Method`` (see :mod:`resbench.methods`). A method turns a
     trained model into a protected one and says which of the tensors it adds are stored (and therefore

@@ -134,6 +134,9 @@ RUN_EXAMPLES = {
     "register_threshold_optimizers": ("[none, {name: recipe, activation: clamp, optimizer: quantile-bounds}]",
                                       "[bitflip]"),
     "register_methods": ("[none, ranger-q99]", "[bitflip]"),
+    "register_weight_transforms": ("[none, {name: transform, transform: clamp-on-read}, "
+                                   "{name: compose, first: {name: transform, transform: clamp-on-read}, "
+                                   "second: ranger}]", "[bitflip]"),
     "register_fault_models": ("[none]", "[word-burst]"),
 }
 
@@ -160,6 +163,11 @@ def test_method_side_examples_run_through_resbench_run(hook: str, monkeypatch: p
         cells = store.cells_frame()
     assert len(set(cells["method"])) == len(yaml.safe_load(methods))
     assert set(cells[cells["ber"] > 0]["fault_model"]) == {faults.strip("[]")}
-    if hook != "register_fault_models":  # the example's method stores its bounds: they joined the fault space
+    if hook == "register_weight_transforms":  # stored weights named as the plain ones; BER 0 unchanged
+        clean = cells[cells["ber"] == 0].set_index("method")
+        assert clean.loc["transform[transform=clamp-on-read]", "fault_space"] == clean.loc["none", "fault_space"]
+        composed = cells[cells["method"].str.startswith("compose[")].iloc[0]
+        assert {entry["kind"] for entry in json.loads(composed["fault_space"])} == {"model", "method"}
+    elif hook != "register_fault_models":  # the example's method stores its bounds: they joined the fault space
         protected = cells[cells["method"] != "none"].iloc[0]
         assert any(entry["kind"] == "method" for entry in json.loads(protected["fault_space"]))

@@ -24,6 +24,10 @@ EXAMPLE_OPTIONS: dict[str, dict[str, Any]] = {
     # Smaller searches than the defaults, to keep the sweep quick; the method's code paths are the same.
     "clipact": {"optimizer": {"name": "ftclipact-search", "draws": 1, "min_rounds": 1, "max_rounds": 2}},
     "proact": {"optimizer": {"name": "proact-progressive", "decays": [0.4, 0.004]}},
+    # One epoch of SAF fine-tuning instead of three.
+    **{f"saf-{function}": {"epochs": 1} for function in ("tanh", "arctan", "softsign", "hardtanh")},
+    "transform": {"transform": "weight-scaling"},
+    "compose": {"first": {"name": "saf-tanh", "epochs": 1}, "second": "fitact"},
 }
 TEST_MODELS = ["test-mlp", "test-cnn"]
 

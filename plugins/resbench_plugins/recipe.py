@@ -1,16 +1,19 @@
-"""``recipe``: an ad-hoc combination of an activation scheme and a threshold optimizer, for ablations.
+"""Ad-hoc methods spelled out in a suite, for ablations and third-party components.
 
-``{name: recipe, activation: fitrelu, optimizer: profile-max, granularity: channel}`` is FitAct's
-activation without its post-training, for example.
+* ``recipe``: an activation scheme and a threshold optimizer.
+  ``{name: recipe, activation: fitrelu, optimizer: profile-max, granularity: channel}`` is FitAct's
+  activation without its post-training, for example.
+* ``transform``: one weight transform. ``{name: transform, transform: {name: saf, function: arctan}}``.
 """
 
 from __future__ import annotations
 
 from resbench.hookspecs import Register
 from resbench.methods import Recipe
+from resbench.methods.transforms import TransformMethod
 from resbench.plugins import hookimpl
 
-__all__ = ["AdHocRecipe", "register_methods"]
+__all__ = ["AdHocRecipe", "AdHocTransform", "register_methods"]
 
 
 class AdHocRecipe(Recipe):
@@ -19,7 +22,14 @@ class AdHocRecipe(Recipe):
     citation = "ad-hoc recipe of resbench components"
 
 
+class AdHocTransform(TransformMethod):
+    """A weight transform named in the suite, applied to every conv/linear weight."""
+
+    citation = "ad-hoc weight transform of resbench components"
+
+
 @hookimpl
 def register_methods(register: Register) -> None:
-    """Register ``recipe``."""
+    """Register ``recipe`` and ``transform``."""
     register("recipe", AdHocRecipe)
+    register("transform", AdHocTransform)

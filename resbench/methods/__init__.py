@@ -1,4 +1,5 @@
-"""How a model is protected: the method interface, its components, recipes, call sites and profiling.
+"""How a model is protected: the method interface, its components (activation schemes, threshold
+optimizers, weight transforms), recipes, compositions, call sites and profiling.
 
 Everything a method plugin needs is importable from here (see ``docs/plugins.md``).
 """
@@ -25,8 +26,17 @@ from resbench.methods.components import (
     profiled_bound,
     set_profiled_bounds,
 )
+from resbench.methods.composition import Composition, CompositionOptions
 from resbench.methods.profiling import ActivationProfile, profile_activations
 from resbench.methods.recipes import Recipe, RecipeOptions
+from resbench.methods.transforms import (
+    TransformMethod,
+    TransformMethodOptions,
+    WeightTransform,
+    apply_weight_transform,
+    transformed_layers,
+    weight_layers,
+)
 
 __all__ = [
     "ActivationProfile",
@@ -35,13 +45,19 @@ __all__ = [
     "CallSite",
     "CallSiteSpec",
     "Citation",
+    "Composition",
+    "CompositionOptions",
     "Granularity",
     "Method",
     "PrepareContext",
     "Recipe",
     "RecipeOptions",
     "ThresholdOptimizer",
+    "TransformMethod",
+    "TransformMethodOptions",
+    "WeightTransform",
     "activation_call_sites",
+    "apply_weight_transform",
     "bound_shape",
     "bounded_sites",
     "call_site_details",
@@ -51,4 +67,6 @@ __all__ = [
     "replace_call_site",
     "rewrite_activation_call_sites",
     "set_profiled_bounds",
+    "transformed_layers",
+    "weight_layers",
 ]

@@ -29,7 +29,10 @@ from resbench.formats import NumberFormat
 from resbench.options import NoOptions
 from resbench.options import Options as OptionsModel
 
-__all__ = ["Citation", "Method", "PrepareContext", "defines_fit"]
+__all__ = ["CITATION_SEPARATOR", "Citation", "Method", "PrepareContext", "defines_fit"]
+
+#: Joins the citations of a composed method's parts in one leaderboard cell.
+CITATION_SEPARATOR = "; "
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,10 @@ class Method(ABC):  # noqa: B024 - every step has a meaningful default; subclass
     citation: ClassVar[Citation | str] = ""
     #: How resbench's setting differs from the paper's, shown in leaderboards.
     notes: ClassVar[str] = ""
+    #: What the method changes, for composing methods with ``+``: ``"activations"`` (it rewrites the
+    #: activation call sites) and/or ``"weights"`` (it stores weights through a transform). Two parts of a
+    #: composition may not change the same thing; a method that declares nothing cannot be composed.
+    changes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: OptionsModel) -> None:
         self.options = options
@@ -102,6 +109,14 @@ class Method(ABC):  # noqa: B024 - every step has a meaningful default; subclass
     def fit(self, model: nn.Module, context: PrepareContext) -> dict[str, Any]:
         """Tune the method's own parameters in place; returns metrics to keep beside the cached result."""
         return {}
+
+    def citation_text(self) -> str:
+        """The citation as shown in leaderboards (a composition joins its parts')."""
+        return str(self.citation)
+
+    def notes_text(self) -> str:
+        """The notes as shown in leaderboards (a composition joins its parts')."""
+        return self.notes
 
     def cache_identity(self) -> dict[str, Any]:
         """What else determines the fitted state besides the method's name, plugin version and options

@@ -39,12 +39,16 @@ from resbench.methods.components import (
 from resbench.options import Options
 from resbench.registry import Built
 
-__all__ = ["Recipe", "RecipeOptions", "site_output_shapes"]
+__all__ = ["Recipe", "RecipeOptions", "normalized_spec", "site_output_shapes"]
 
 RecipeGranularity = Literal["layer", "channel", "neuron", "hybrid"]
 
 
-def _normalized(family: str, spec: ComponentSpec, where: str) -> ComponentSpec:
+def normalized_spec(family: str, spec: ComponentSpec, where: str) -> ComponentSpec:
+    """``spec`` with the registered name and every option filled in (defaults included), validated.
+
+    Normalized specs make equal configurations one cell and one cache entry.
+    """
     from resbench.plugins import get_registries
 
     entry, options = getattr(get_registries(), family).options_for(spec.name, spec.options, where)
@@ -65,8 +69,8 @@ class RecipeOptions(Options):
     @pydantic.model_validator(mode="after")
     def _normalize_components(self) -> RecipeOptions:
         # Frozen model: fill every component option in place once, so dumps (cell ids, cache keys) agree.
-        object.__setattr__(self, "activation", _normalized("activations", self.activation, "recipe activation"))
-        object.__setattr__(self, "optimizer", _normalized("optimizers", self.optimizer, "recipe optimizer"))
+        object.__setattr__(self, "activation", normalized_spec("activations", self.activation, "recipe activation"))
+        object.__setattr__(self, "optimizer", normalized_spec("optimizers", self.optimizer, "recipe optimizer"))
         return self
 
 
@@ -97,6 +101,7 @@ class Recipe(Method):
     """An activation scheme at every activation call site, with bounds set by a threshold optimizer."""
 
     Options: ClassVar[type[Options]] = RecipeOptions
+    changes: ClassVar[frozenset[str]] = frozenset({"activations"})
 
     def __init__(self, options: RecipeOptions) -> None:
         super().__init__(options)

@@ -12,7 +12,7 @@ import pandas as pd
 from resbench import __version__
 from resbench.plugins import hookimpl
 from resbench.report.activation_leaderboard import activation_display_frame, activation_legend
-from resbench.report.html import citation_link, render_html, short_citation
+from resbench.report.html import citation_link, render_html, short_citation, split_citations
 from resbench.report.latex import render_latex
 from resbench.report.leaderboard import LeaderboardTable, format_ber
 
@@ -112,9 +112,12 @@ def _legend(table: LeaderboardTable) -> str:
 
 
 def _markdown_citation(text: str) -> str:
-    """``[Chen et al., DSN 2021](link)``: short, linked to the paper."""
-    link = citation_link(text)
-    return f"[{short_citation(text)}]({link})" if link else short_citation(text)
+    """``[Chen et al., DSN 2021](link)``: short, linked to the paper (a composition's parts joined by +)."""
+    shown = []
+    for part in split_citations(text):
+        link = citation_link(part)
+        shown.append(f"[{short_citation(part)}]({link})" if link else short_citation(part))
+    return " + ".join(shown)
 
 
 def render_markdown(tables: list[LeaderboardTable]) -> str:

@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from resbench import __version__
+from resbench.methods.base import CITATION_SEPARATOR
 from resbench.report.columns import column_help
 from resbench.report.leaderboard import LeaderboardTable, format_ber
 
-__all__ = ["citation_link", "render_html", "short_citation"]
+__all__ = ["citation_link", "render_html", "short_citation", "split_citations"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
@@ -195,11 +196,20 @@ def short_citation(text: str) -> str:
     return f"{surname}{' et al.' if len(authors) > 1 else ''}, {match.group('venue').strip()}"
 
 
-def _citation_cell(text: str) -> str:
-    """The citation, short, linked to the paper when it has a link; the full reference on hover."""
+def split_citations(text: str) -> list[str]:
+    """The citations in a cell: one, or a composed method's parts' (joined by ``CITATION_SEPARATOR``)."""
+    return [part for part in text.split(CITATION_SEPARATOR) if part.strip()] or [text]
+
+
+def _linked_short(text: str) -> str:
     short = _escape(short_citation(text))
     link = citation_link(text)
-    shown = f'<a href="{_escape(link)}" rel="noopener">{short}</a>' if link else short
+    return f'<a href="{_escape(link)}" rel="noopener">{short}</a>' if link else short
+
+
+def _citation_cell(text: str) -> str:
+    """The citations, short, linked to the papers when they have links; the full references on hover."""
+    shown = " + ".join(_linked_short(part) for part in split_citations(text))
     return f'<td class="citation" title="{_escape(text)}">{shown}</td>'
 
 

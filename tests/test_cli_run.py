@@ -165,3 +165,18 @@ def test_checkpoint_that_does_not_fit_is_refused_before_the_store_exists(
     assert status == 2
     assert "wrong shapes: fc1.weight" in capsys.readouterr().err
     assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_a_suite_file_with_several_seeds_runs_and_seed_on_the_command_line_picks_one(tmp_path: Path) -> None:
+    from resbench.run.store import ResultStore
+
+    suite = tmp_path / "seeds.yaml"
+    suite.write_text(SUITE.replace("trials: 3\n", "trials: 2\nseeds: [1, 2]\n"), encoding="utf-8")
+    common = ["--cache-dir", str(tmp_path / "cache"), "--no-progress", "--device", "cpu"]
+    assert main(["run", str(suite), "--store", str(tmp_path / "both.sqlite"), "--report-dir",
+                 str(tmp_path / "both"), *common]) == 0
+    assert main(["run", str(suite), "--seed", "7", "--store", str(tmp_path / "one.sqlite"), "--report-dir",
+                 str(tmp_path / "one"), *common]) == 0
+    with ResultStore(tmp_path / "both.sqlite") as both, ResultStore(tmp_path / "one.sqlite") as one:
+        assert sorted(set(both.cells_frame()["seed"])) == [1, 2]
+        assert sorted(set(one.cells_frame()["seed"])) == [7]

@@ -40,6 +40,8 @@ def suite_from_arguments(args: argparse.Namespace) -> tuple[Suite, str]:
     path = args.suite or _default_suite_path()
     suite = load_suite(path)
     data = suite.model_dump()
+    if suite.seeds:  # several seeds in the file: the single seed's default is nobody's choice
+        del data["seed"]
     for flag in _LIST_FLAGS:
         value = getattr(args, flag)
         if value is not None:
@@ -54,8 +56,9 @@ def suite_from_arguments(args: argparse.Namespace) -> tuple[Suite, str]:
     if args.ci_halfwidth is not None:
         trials["ci_halfwidth"] = args.ci_halfwidth
     data["trials"] = trials
-    if args.seed is not None:
+    if args.seed is not None:  # one seed, even for a suite that lists several
         data["seed"] = args.seed
+        data["seeds"] = []
     data["executor"] = _executor_spec(args, data["executor"])
     source = str(path) if args.suite else "default suite"
     return parse_suite(data, f"{source} with command-line flags"), source

@@ -103,6 +103,7 @@ def test_page_renders_sorts_filters_and_stays_offline(page: Path, tmp_path: Path
 
 def test_page_has_no_external_reference(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
+    assert "baseline checksums" in text and "Provenance" in text
     for attribute in ('src="http', "src='http", '<link ', "@import", "url(http"):
         assert attribute not in text
 

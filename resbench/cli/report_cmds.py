@@ -93,6 +93,8 @@ def _provenance(table: LeaderboardTable, cells: Any, runs: Any) -> dict[str, Any
         "suites": sorted(f"{suite} v{version}" for suite, version in zip(used["suite"], used["suite_version"],
                                                                           strict=True)),
         "seeds": sorted({str(seed) for seed in own["seed"]}),
+        "baseline checksums (SHA-256)": sorted({str(value)[:16] for value in own.get("baseline_checksum", [])
+                                                if value}),
         "torch": sorted(set(used["torch_version"])),
         "devices": sorted(set(used["device"])),
         "git revisions": sorted({str(revision) for revision in used["git_revision"] if revision}),

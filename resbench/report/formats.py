@@ -128,7 +128,7 @@ def render_markdown(tables: list[LeaderboardTable]) -> str:
         frame["citation"] = frame["citation"].map(_markdown_citation)
         section = f"## {table.title}\n\n{_markdown_table(frame)}\n\n{_legend(table)}\n"
         differences = differences_frame(table)
-        if not differences.empty:
+        if table.bers and not differences.empty:  # one fault per inference has no BER to compare at
             section += (f"\nPaired difference to none (points) [95% interval]; * = significant after Holm "
                         f"correction:\n\n{_markdown_table(differences)}\n")
         sections.append(section)

@@ -29,7 +29,7 @@ from resbench.activation_injection import ActivationInjector
 from resbench.datasets.base import random_subset
 from resbench.datasets.loading import iterate_batches
 from resbench.errors import blame_plugin
-from resbench.run.campaign import CampaignPlan, CleanReference, trials_needed
+from resbench.run.campaign import CampaignPlan, CleanReference, scheduled_trials
 from resbench.run.evaluation import EvaluationData, predict_logits, predictions_of, trial_metrics
 from resbench.run.store import TrialRow
 
@@ -120,21 +120,12 @@ def run_activation_campaign(
     """Yield one row per trial that ``plan`` still needs, given the trials ``done`` (updated as trials
     complete); the hooks are removed when the campaign ends, however it ends."""
     try:
-        trial = 0
-        while True:
-            needing = [index for index, cell_id in enumerate(plan.cell_ids)
-                       if trials_needed(list(done[cell_id].values()), plan.policy)]
-            if not needing:
-                return
-            pending = [index for index in needing if trial not in done[plan.cell_ids[index]]]
-            if pending:
-                seed = plan.trial_seed(trial)
-                with blame_plugin(*plan.fault_model_item, "sample"):
-                    all_faults = campaign.trial_faults(plan.bers, seed)
-                for index in pending:
-                    row = _trial_row(campaign, all_faults[index], plan.cell_ids[index], trial, seed)
-                    done[row.cell_id][trial] = row.accuracy
-                    yield row
-            trial += 1
+        for trial, seed, pending in scheduled_trials(plan, done):
+            with blame_plugin(*plan.fault_model_item, "sample"):
+                all_faults = campaign.trial_faults(plan.bers, seed)
+            for index in pending:
+                row = _trial_row(campaign, all_faults[index], plan.cell_ids[index], trial, seed)
+                done[row.cell_id][trial] = row.accuracy
+                yield row
     finally:
         campaign.close()

@@ -26,7 +26,7 @@ from resbench.injection import Injector
 from resbench.run.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
 from resbench.run.store import TrialRow
 
-__all__ = ["CampaignPlan", "CleanReference", "run_campaign", "trials_needed"]
+__all__ = ["CampaignPlan", "CleanReference", "run_campaign", "scheduled_trials", "trials_needed"]
 
 @dataclass(frozen=True)
 class CleanReference:
@@ -95,15 +95,10 @@ def _sites_for(
     return {index: all_sites[index] for index in pending}
 
 
-def _trial_rows(
-    model: nn.Module,
-    injector: Injector,
-    fault_model: FaultModel,
-    data: EvaluationData,
-    clean: CleanReference,
-    plan: CampaignPlan,
-    done: dict[str, dict[int, float]],
-) -> Iterator[TrialRow]:
+def scheduled_trials(plan: CampaignPlan, done: dict[str, dict[int, float]]) -> Iterator[tuple[int, int, list[int]]]:
+    """``(trial, seed, cells)``: each trial index with its seed and the indices of the cells that still need
+    it, until no cell needs another trial. Reads ``done`` afresh before each trial: callers record there the
+    trials they complete (trial loops for every fault target share this schedule)."""
     trial = 0
     while True:
         needing = [index for index, cell_id in enumerate(plan.cell_ids)
@@ -112,30 +107,7 @@ def _trial_rows(
             return
         pending = [index for index in needing if trial not in done[plan.cell_ids[index]]]
         if pending:
-            seed = plan.trial_seed(trial)
-            with blame_plugin(*plan.fault_model_item, "sample"):
-                sites = _sites_for(fault_model, injector, plan, seed, pending)
-            for index in pending:
-                started = time.perf_counter()
-                metrics, reused = _run_trial(model, injector, sites[index], data, clean)
-                cell_id = plan.cell_ids[index]
-                done[cell_id][trial] = metrics.accuracy
-                record = sites[index].record()
-                yield TrialRow(
-                    cell_id=cell_id,
-                    trial=trial,
-                    seed=seed,
-                    accuracy=metrics.accuracy,
-                    sdc_rate=metrics.sdc_rate,
-                    critical_sdc_rate=metrics.critical_sdc_rate,
-                    due_rate=metrics.due_rate,
-                    flips=record.num_flips,
-                    effective_flips=injector.effective_flips,
-                    reused=reused,
-                    seconds=time.perf_counter() - started,
-                    flips_per_bit=tuple(record.per_bit),
-                    flips_per_tensor=record.per_tensor,
-                )
+            yield trial, plan.trial_seed(trial), pending
         trial += 1
 
 
@@ -153,4 +125,27 @@ def run_campaign(
     The campaign touches no store: whoever runs it (this process, a worker, a cluster node) hands the
     rows to the driver, which writes them. ``done`` is updated as trials complete.
     """
-    yield from _trial_rows(model, injector, fault_model, data, clean, plan, done)
+    for trial, seed, pending in scheduled_trials(plan, done):
+        with blame_plugin(*plan.fault_model_item, "sample"):
+            sites = _sites_for(fault_model, injector, plan, seed, pending)
+        for index in pending:
+            started = time.perf_counter()
+            metrics, reused = _run_trial(model, injector, sites[index], data, clean)
+            cell_id = plan.cell_ids[index]
+            done[cell_id][trial] = metrics.accuracy
+            record = sites[index].record()
+            yield TrialRow(
+                cell_id=cell_id,
+                trial=trial,
+                seed=seed,
+                accuracy=metrics.accuracy,
+                sdc_rate=metrics.sdc_rate,
+                critical_sdc_rate=metrics.critical_sdc_rate,
+                due_rate=metrics.due_rate,
+                flips=record.num_flips,
+                effective_flips=injector.effective_flips,
+                reused=reused,
+                seconds=time.perf_counter() - started,
+                flips_per_bit=tuple(record.per_bit),
+                flips_per_tensor=record.per_tensor,
+            )

@@ -219,11 +219,11 @@ def _start_and_wait_for_rows(command: list[str], store: Path, timeout: float = 1
     return process
 
 
-@pytest.mark.parametrize(("executor", "trials"), [("local", 400), ("process", 1200)])
+@pytest.mark.parametrize(("executor", "trials"), [("local", 400), ("process", 600)])
 def test_a_run_killed_mid_campaign_resumes_to_the_same_rows(executor: str, trials: int, tmp_path: Path) -> None:
     suite = tmp_path / "suite.yaml"
     # A convolutional model: trials slow enough that the kill lands well before the campaign ends.
-    suite.write_text(KILL_SUITE.format(test_size=512, trials=trials, model="test-cnn"), encoding="utf-8")
+    suite.write_text(KILL_SUITE.format(test_size=2048, trials=trials, model="test-cnn"), encoding="utf-8")
     reference = tmp_path / "reference.sqlite"
     workers = {"workers": 2} if executor == "process" else {}
     uninterrupted = parse_suite({**load_suite(suite).model_dump(), "executor": {"name": executor, **workers}}, "test")

@@ -412,21 +412,23 @@ _PHASE_FAMILY = {"load": "datasets", "baseline": "models", "prepare": "methods",
 # -- jobs -----------------------------------------------------------------------------------------------------
 
 
-def _resources(context: JobContext) -> dict[str, float]:
-    return {"num_cpus": 1, "num_gpus": 1 if context.device.type == "cuda" else 0}
-
-
-@dataclass(frozen=True)
-class BaselineJob:
-    """Train (or load) the baseline of one model on one dataset, so that later jobs find it cached."""
+class _Scheduled:
+    """What every job tells a scheduler: one CPU, and one GPU when the run computes on CUDA."""
 
     context: JobContext
-    groups: tuple[Group, ...]
 
     @property
     def resources(self) -> dict[str, float]:
         """What the job asks of a scheduler (CPUs, GPUs)."""
-        return _resources(self.context)
+        return {"num_cpus": 1, "num_gpus": 1 if self.context.device.type == "cuda" else 0}
+
+
+@dataclass(frozen=True)
+class BaselineJob(_Scheduled):
+    """Train (or load) the baseline of one model on one dataset, so that later jobs find it cached."""
+
+    context: JobContext
+    groups: tuple[Group, ...]
 
     def __call__(self) -> Iterator[JobOutput]:
         group = self.groups[0]
@@ -448,16 +450,11 @@ class BaselineJob:
 
 
 @dataclass(frozen=True)
-class PrepareJob:
+class PrepareJob(_Scheduled):
     """Fit one method on one baseline (and format, for format-dependent methods) into the artifact cache."""
 
     context: JobContext
     groups: tuple[Group, ...]
-
-    @property
-    def resources(self) -> dict[str, float]:
-        """What the job asks of a scheduler (CPUs, GPUs)."""
-        return _resources(self.context)
 
     def __call__(self) -> Iterator[JobOutput]:
         group = self.groups[0]
@@ -481,17 +478,12 @@ class PrepareJob:
 
 
 @dataclass(frozen=True)
-class GroupJob:
+class GroupJob(_Scheduled):
     """Deploy one group and run its campaigns: the trials ``done`` holds are skipped."""
 
     context: JobContext
     group: Group
     done: StoredTrials
-
-    @property
-    def resources(self) -> dict[str, float]:
-        """What the job asks of a scheduler (CPUs, GPUs)."""
-        return _resources(self.context)
 
     def __call__(self) -> Iterator[JobOutput]:
         context, group = self.context, self.group

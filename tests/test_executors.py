@@ -56,9 +56,10 @@ def run(folder: Path, store: str, executor: dict[str, Any] | str = "local", **ch
     return run_suite(suite, settings)
 
 
-def test_process_executor_gives_the_rows_of_local(tmp_path: Path) -> None:
+@pytest.mark.parametrize("trial_batch", [0, 4])
+def test_process_executor_gives_the_rows_of_local(trial_batch: int, tmp_path: Path) -> None:
     local = run(tmp_path, "local.sqlite")
-    process = run(tmp_path, "process.sqlite", {"name": "process", "workers": 2})
+    process = run(tmp_path, "process.sqlite", {"name": "process", "workers": 2, "trial_batch": trial_batch})
     expected = rows(tmp_path / "local.sqlite")
     assert len(expected) == 2 * (2 * 6 + 1)
     pd.testing.assert_frame_equal(rows(tmp_path / "process.sqlite"), expected)
@@ -282,15 +283,17 @@ def local_ray() -> Any:
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'resbench[ray]')")
     # The workers import this module when a test sends them one of its jobs.
     search_path = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent.parent)])
-    ray.init(num_cpus=2, _node_ip_address="127.0.0.2", include_dashboard=False, log_to_driver=False,
-             configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": search_path}})
+    # address="local": a new instance, even where a file of an earlier cluster names one to join.
+    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.2", include_dashboard=False,
+             log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": search_path}})
     yield ray
     ray.shutdown()
 
 
-def test_ray_executor_gives_the_rows_of_local(local_ray: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("trial_batch", [0, 4])
+def test_ray_executor_gives_the_rows_of_local(trial_batch: int, local_ray: Any, tmp_path: Path) -> None:
     run(tmp_path, "local.sqlite")
-    summary = run(tmp_path, "ray.sqlite", "ray")
+    summary = run(tmp_path, "ray.sqlite", {"name": "ray", "trial_batch": trial_batch})
     pd.testing.assert_frame_equal(rows(tmp_path / "ray.sqlite"), rows(tmp_path / "local.sqlite"))
     assert summary.trials_run == 2 * 2 * 6 and not summary.failures
     assert local_ray.is_initialized()  # the executor left the Ray it did not start running
@@ -320,21 +323,24 @@ class DiesOnce:
         return self.job.lost(reason)
 
 
-def test_ray_retries_a_job_whose_worker_died_without_duplicating_rows(local_ray: Any, tmp_path: Path,
+@pytest.mark.parametrize(("trial_batch", "jobs"), [(0, 2), (2, 6)])  # two groups of six trials
+def test_ray_retries_a_job_whose_worker_died_without_duplicating_rows(trial_batch: int, jobs: int, local_ray: Any,
+                                                                      tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from resbench.run import runner
+    from resbench.run import batches, runner
 
     run(tmp_path, "local.sqlite")
     original = runner.GroupJob
     markers = iter(range(100))
 
-    def dies_once(*arguments: Any) -> DiesOnce:
-        return DiesOnce(original(*arguments), tmp_path / f"attempted-{next(markers)}")
+    def dies_once(*arguments: Any, **keywords: Any) -> DiesOnce:
+        return DiesOnce(original(*arguments, **keywords), tmp_path / f"attempted-{next(markers)}")
 
     monkeypatch.setattr(runner, "GroupJob", dies_once)
-    summary = run(tmp_path, "ray.sqlite", "ray")
+    monkeypatch.setattr(batches, "GroupJob", dies_once)
+    summary = run(tmp_path, "ray.sqlite", {"name": "ray", "trial_batch": trial_batch})
     assert not summary.failures
-    assert len(list(tmp_path.glob("attempted-*"))) == 2  # both groups' first workers died
+    assert len(list(tmp_path.glob("attempted-*"))) == jobs  # every job's first worker died
     stored = rows(tmp_path / "ray.sqlite")
     assert not stored.duplicated(["cell_id", "trial"]).any()
     pd.testing.assert_frame_equal(stored, rows(tmp_path / "local.sqlite"))

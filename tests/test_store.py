@@ -205,14 +205,13 @@ def test_sqlite_failures_are_one_line_naming_the_store(tmp_path: Path) -> None:
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_store(tmp_path: Path) -> None:
     path = tmp_path / "r.sqlite"
-    with ResultStore(path) as first:
-        first.lock_for_run()
-        second = ResultStore(path)
+    with ResultStore(path, exclusive=True):
         with pytest.raises(UsageError, match="another resbench run is writing this store"):
-            second.lock_for_run()
-        second.close()
-    with ResultStore(path) as third:
-        third.lock_for_run()  # released with the first
+            ResultStore(path, exclusive=True)
+        with ResultStore(path, read_only=True) as reader:  # reports still read it
+            assert reader.trials_frame().empty
+    with ResultStore(path, exclusive=True):  # released with the first
+        pass
 
 
 def test_failures_are_recorded_and_cleared_by_trials(tmp_path: Path) -> None:

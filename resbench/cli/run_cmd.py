@@ -65,11 +65,12 @@ def suite_from_arguments(args: argparse.Namespace) -> tuple[Suite, str]:
 
 
 def _executor_spec(args: argparse.Namespace, suite_executor: dict[str, Any]) -> dict[str, Any]:
-    """The suite's executor, or ``--executor``'s, with ``--workers`` and ``--address`` as its options."""
+    """The suite's executor, or ``--executor``'s, with ``--workers``, ``--address`` and ``--trial-batch`` as
+    its options."""
     spec = dict(suite_executor) if args.executor is None else {"name": args.executor, "options": {}}
     options = dict(spec.get("options", {}))
-    for flag, option in (("workers", "workers"), ("address", "address")):
-        value = getattr(args, flag)
+    for option in ("workers", "address", "trial_batch"):
+        value = getattr(args, option)
         if value is not None:
             options[option] = value
     return {"name": spec["name"], "options": options}
@@ -118,6 +119,8 @@ class RunCommand:
                                  "ray (a Ray cluster at --address)")
         parser.add_argument("--workers", type=int, help="process executor: worker processes (default: one per CPU)")
         parser.add_argument("--address", help="ray executor: the cluster to join (host:port; default: a local Ray)")
+        parser.add_argument("--trial-batch", type=int, help="trials of a group per job, so that more workers than "
+                            "groups have work (0: one job per group; default 10 for process and ray, 0 for local)")
         parser.add_argument("--data-root", type=Path, help="folder of torchvision datasets")
         parser.add_argument("--checkpoint", type=Path, help="state dict to load into the model instead of training")
         parser.add_argument("--cache-dir", type=Path, help="artifact cache (default .resbench-cache)")

@@ -7,6 +7,10 @@ sites at a lower BER are a subset of those at a higher one). Each BER that still
 inject (XOR in place) -> evaluate -> restore (bit-exact). A trial with no flip reuses the fault-free
 result without a forward pass. Completed trials stored earlier are skipped, so an interrupted campaign
 resumes where it stopped.
+
+A campaign runs its whole schedule (:func:`scheduled_trials`: trial after trial until the trial policy
+is met), or only the trials of a :data:`TrialBatch` that the driver chose when it splits a group's
+trials across workers (:mod:`resbench.run.batches`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ from resbench.injection import Injector
 from resbench.run.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
 from resbench.run.store import TrialRow
 
-__all__ = ["CampaignPlan", "CleanReference", "run_campaign", "scheduled_trials", "trials_needed"]
+__all__ = ["CampaignPlan", "CleanReference", "TrialBatch", "run_campaign", "scheduled_trials", "trials_needed"]
+
+#: Trials chosen by the driver for one campaign: ``(trial, indices of the cells that need it)`` pairs.
+TrialBatch = tuple[tuple[int, tuple[int, ...]], ...]
 
 @dataclass(frozen=True)
 class CleanReference:
@@ -41,7 +48,8 @@ class CampaignPlan:
     """What one campaign covers: the BER sweep, its cells, the trial policy and the trial seeds.
 
     ``designs`` (one per cell, empty for direct draws) say how a cell's trials become its estimate;
-    ``conditional`` campaigns sample each BER conditional on at least one flip.
+    ``conditional`` campaigns sample each BER conditional on at least one flip. ``batch``, when given,
+    replaces the schedule: the campaign runs those trials and no others.
     """
 
     bers: list[float]
@@ -52,6 +60,7 @@ class CampaignPlan:
     fault_model_item: tuple[str, str] = ("resbench.faults", "fault model")
     designs: list[CellDesign] = field(default_factory=list)
     conditional: bool = False
+    batch: TrialBatch | None = None
 
     def design(self, index: int) -> CellDesign:
         """The design of cell ``index`` (direct draws when none is given)."""
@@ -98,7 +107,14 @@ def _sites_for(
 def scheduled_trials(plan: CampaignPlan, done: dict[str, dict[int, float]]) -> Iterator[tuple[int, int, list[int]]]:
     """``(trial, seed, cells)``: each trial index with its seed and the indices of the cells that still need
     it, until no cell needs another trial. Reads ``done`` afresh before each trial: callers record there the
-    trials they complete (trial loops for every fault target share this schedule)."""
+    trials they complete (trial loops for every fault target share this schedule). A plan with a ``batch``
+    yields the batch's trials that ``done`` lacks, and stops."""
+    if plan.batch is not None:
+        for trial, cells in plan.batch:
+            pending = [index for index in cells if trial not in done[plan.cell_ids[index]]]
+            if pending:
+                yield trial, plan.trial_seed(trial), pending
+        return
     trial = 0
     while True:
         needing = [index for index, cell_id in enumerate(plan.cell_ids)

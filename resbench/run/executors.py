@@ -7,6 +7,8 @@ once and yields, in the driver, each output a job yields, as soon as it arrives 
 order). A job is a picklable callable whose call yields picklable outputs and touches no store. A job
 whose worker is lost is run again (its rows are the same, and the store keeps a row once); when it is
 lost too often, the executor yields ``job.lost(reason)`` instead, which marks the job's cells failed.
+An executor's ``trial_batch`` (optional; ``None`` or 0 for one job per group) asks the driver to split
+each group's trials into jobs of that many trials, so that more workers than groups have work.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from typing import Any
 
 import pydantic
 
-from resbench.options import NoOptions, Options
-from resbench.options import Options as OptionsModel
+from resbench.options import Options
 from resbench.plugins import hookimpl
 
-__all__ = ["LocalExecutor", "ProcessExecutor", "ProcessOptions", "register_executors"]
+__all__ = ["LocalExecutor", "LocalOptions", "ProcessExecutor", "ProcessOptions", "register_executors",
+           "trial_batch_option"]
 
 logger = logging.getLogger(__name__)
 #: How often a job may lose its worker before its cells are marked failed.
@@ -39,13 +41,26 @@ MAX_ATTEMPTS = 3
 _POLL_SECONDS = 0.2
 
 
+def trial_batch_option(default: int) -> Any:
+    """The ``trial_batch`` option of the built-in executors: how many trials of a group one job runs."""
+    return pydantic.Field(default=default, ge=0, le=100_000, description="split each group's trials into jobs of "
+                          "this many trials (0: one job per group); the rows are the same either way")
+
+
+class LocalOptions(Options):
+    """Options of ``local``."""
+
+    trial_batch: int = trial_batch_option(0)
+
+
 class LocalExecutor:
     """Run jobs in this process, in order (the default; uses the device resbench was given)."""
 
-    Options = NoOptions
+    Options = LocalOptions
 
-    def __init__(self, options: OptionsModel) -> None:
+    def __init__(self, options: LocalOptions) -> None:
         self.options = options
+        self.trial_batch = options.trial_batch
 
     def map(self, jobs: Iterable[Any]) -> Iterator[Any]:
         """Run each job and yield its outputs as they come."""
@@ -56,6 +71,7 @@ class LocalExecutor:
 class ProcessOptions(Options):
     """Options of ``process``."""
 
+    trial_batch: int = trial_batch_option(10)
     workers: int = pydantic.Field(default=max(1, (os.cpu_count() or 1)), ge=1, le=1024,
                                   description="worker processes (default: one per CPU)")
 
@@ -125,6 +141,7 @@ class ProcessExecutor:
 
     def __init__(self, options: ProcessOptions) -> None:
         self.options = options
+        self.trial_batch = options.trial_batch
         self._pool: _Pool | None = None
 
     def _started(self) -> _Pool:

@@ -52,7 +52,7 @@ from resbench.models import build_model, load_checkpoint
 from resbench.plugins import get_registries
 from resbench.registry import Built
 from resbench.run.activation_campaign import prepare_activation_campaign, run_activation_campaign
-from resbench.run.campaign import CampaignPlan, CleanReference, run_campaign
+from resbench.run.campaign import CampaignPlan, CleanReference, TrialBatch, run_campaign
 from resbench.run.cells import CellKeys, Group, StoredTrials
 from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits, predictions_of, trial_metrics
 from resbench.run.store import CellFailure, CellRecord, TrialRow
@@ -295,12 +295,15 @@ def campaign(
     fault_spec: ComponentSpec,
     deployed: Deployed,
     data: EvaluationData,
-    template: CellRecord,
+    template: CellRecord | None,
     done: StoredTrials,
     train: Dataset[Any] | None = None,
+    batch: TrialBatch | None = None,
 ) -> Iterator[JobOutput]:
     """The cells of one fault model (clean cell first, with its row), then a row per trial still needed.
 
+    ``template`` (what the group's cells share) makes the campaign yield its cells first; without it the
+    campaign yields rows only. ``batch``, when given, is the only trials to run (see :class:`GroupJob`).
     ``train`` (the training split) is where activation faults in a scaled format profile their ranges.
     """
     fault_model = resolve_fault_model(fault_spec.name, fault_spec.options)
@@ -313,23 +316,14 @@ def campaign(
         activations = prepare_activation_campaign(deployed.model, fault_model, data, train, context.suite.seed)
     clean = deployed.clean if activations is None else activations.clean
     try:
-        clean_cell, *cells = [
-            dataclasses.replace(template, cell_id=keys.cell_id(group, fault_spec, ber), fault_model=fault_spec.label,
-                                ber=ber, definition=keys.definition(group, fault_spec, ber))
-            for ber in [0.0, *bers]
-        ]
+        cell_ids = [keys.cell_id(group, fault_spec, ber) for ber in bers]
         sampling = effective_sampling(context.suite.trials.sampling, fault_model)
         designs = _designs(sampling, fault_model, deployed, bers)
-        cells = [dataclasses.replace(cell, sampling=sampling, zero_flip_probability=design.zero_flip)
-                 for cell, design in zip(cells, designs, strict=True)]
-        metrics = clean.metrics
-        clean_row = TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, (),
-                             {})
-        yield CellsReady((clean_cell, *cells), clean_row)
-        cell_ids = [cell.cell_id for cell in cells]
+        if template is not None:
+            yield _cells_ready(context, group, fault_spec, template, sampling, designs, clean)
         plan = CampaignPlan(bers, cell_ids, context.suite.trials, functools.partial(keys.trial_seed, group, fault_spec),
                             designs=designs, conditional=sampling == "conditional",
-                            fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"))
+                            fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"), batch=batch)
         stored = {cell_id: dict(done.get(cell_id, {})) for cell_id in cell_ids}
         if activations is not None:
             yield from run_activation_campaign(activations, plan, stored)
@@ -338,6 +332,22 @@ def campaign(
     finally:
         if activations is not None:
             activations.close()
+
+
+def _cells_ready(context: JobContext, group: Group, fault_spec: ComponentSpec, template: CellRecord, sampling: str,
+                 designs: list[CellDesign], clean: CleanReference) -> CellsReady:
+    """The records of one fault model's cells (clean cell first) and the clean cell's row."""
+    keys = context.keys
+    clean_cell = dataclasses.replace(template, cell_id=keys.cell_id(group, fault_spec, 0.0),
+                                     fault_model=fault_spec.label, ber=0.0,
+                                     definition=keys.definition(group, fault_spec, 0.0))
+    cells = [dataclasses.replace(clean_cell, cell_id=keys.cell_id(group, fault_spec, ber), ber=ber,
+                                 definition=keys.definition(group, fault_spec, ber), sampling=sampling,
+                                 zero_flip_probability=design.zero_flip)
+             for ber, design in zip(keys.bers(fault_spec), designs, strict=True)]
+    metrics = clean.metrics
+    clean_row = TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, (), {})
+    return CellsReady((clean_cell, *cells), clean_row)
 
 
 def _designs(sampling: str, fault_model: FaultModel, deployed: Deployed, bers: list[float]) -> list[CellDesign]:
@@ -479,11 +489,20 @@ class PrepareJob(_Scheduled):
 
 @dataclass(frozen=True)
 class GroupJob(_Scheduled):
-    """Deploy one group and run its campaigns: the trials ``done`` holds are skipped."""
+    """Deploy one group and run its campaigns: the whole trial schedule, skipping the trials ``done`` holds,
+    or only the trials of ``batches`` (per fault model label) when the driver splits the group's trials
+    across several jobs (:mod:`resbench.run.batches`).
+
+    ``describe``: the job yields the group's cells and measures their clean-inference timing first. Of
+    the jobs of a split group, one does; the others yield trial rows only. A worker that runs several
+    jobs of one group in a row deploys it once.
+    """
 
     context: JobContext
     group: Group
     done: StoredTrials
+    batches: dict[str, TrialBatch] | None = None
+    describe: bool = True
 
     def __call__(self) -> Iterator[JobOutput]:
         context, group = self.context, self.group
@@ -496,24 +515,39 @@ class GroupJob(_Scheduled):
             phase = "prepare"
             started = time.perf_counter()
             built = resolve_method(group.method_spec)
-            prepared, prepare_seconds = prepare(context, built, group, splits, baseline_model)
+            key = _canonical(context.suite.model_dump(mode="json"), context.settings, context.keys.checkpoint_digest,
+                             *(spec.model_dump() for spec in dataclasses.astuple(group)))
+            deployment: dict[str, Any] = _remembered("deployment", key, dict)  # filled by an earlier job of the group
+            if "prepared" not in deployment:
+                deployment["prepared"] = prepare(context, built, group, splits, baseline_model)
+            prepared, prepare_seconds = deployment["prepared"]
             yield PhaseTime("prepare", time.perf_counter() - started)
             phase = "deploy"
             started = time.perf_counter()
             number_format = resolve_format(group.format_spec.name, group.format_spec.options)
-            with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
-                deployed = deploy(context, prepared, number_format, data)
-            timing = interleaved_timing(baseline_model, deployed.model, data)
-            template = self._template(built, deployed, baseline_model, number_format, data, timing, prepare_seconds)
+            if "deployed" not in deployment:
+                with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
+                    deployment["deployed"] = deploy(context, prepared, number_format, data)
+            deployed: Deployed = deployment["deployed"]
+            template = None
+            if self.describe:
+                timing = interleaved_timing(baseline_model, deployed.model, data)
+                template = self._template(built, deployed, baseline_model, number_format, data, timing, prepare_seconds)
             yield PhaseTime("deploy", time.perf_counter() - started)
         except Exception as error:  # confined to this group's cells
+            _loaded.pop("deployment", None)
             yield _failures(context, group, phase, error, _PHASE_FAMILY[phase])
             return
         for fault_spec in context.suite.faults:
+            batch = None if self.batches is None else self.batches.get(fault_spec.label, ())
+            if batch == () and not self.describe:
+                continue
             started = time.perf_counter()
             try:
-                yield from campaign(context, group, fault_spec, deployed, data, template, self.done, splits.train)
+                yield from campaign(context, group, fault_spec, deployed, data, template, self.done, splits.train,
+                                    batch)
             except Exception as error:  # confined to this fault model's cells
+                _loaded.pop("deployment", None)  # a model left mid-trial is deployed afresh by the next job
                 yield _failures(context, group, "campaign", error, "methods", faults=[fault_spec])
             yield PhaseTime("campaign", time.perf_counter() - started)
 
@@ -548,8 +582,11 @@ class GroupJob(_Scheduled):
         )
 
     def lost(self, reason: str) -> Iterator[JobOutput]:
-        """Failures for every cell of the job, when its worker was lost for good."""
-        yield _failures(self.context, self.group, "campaign", RuntimeError(reason), "methods")
+        """Failures for every cell of the job (of its batches' fault models), when its worker was lost for good."""
+        faults = None
+        if self.batches is not None and not self.describe:
+            faults = [spec for spec in self.context.suite.faults if spec.label in self.batches]
+        yield _failures(self.context, self.group, "campaign", RuntimeError(reason), "methods", faults=faults)
 
 
 Job = BaselineJob | PrepareJob | GroupJob

@@ -1,8 +1,9 @@
 """The ``ray`` executor (extra ``resbench[ray]``): a run's jobs as Ray tasks, on one machine or a cluster.
 
-Each job becomes a Ray task that streams its outputs back (a generator task) and declares what it needs
-(one CPU; one GPU with ``--device cuda``). Ray retries a task whose worker or node is lost; the retried
-job yields the same rows and the store keeps each once, so nothing is duplicated. Baselines and fitted
+Each job (a baseline, a fitted method, a group's trials or a batch of them, see ``trial_batch``) becomes
+a Ray task that streams its outputs back (a generator task) and declares what it needs (one CPU; one
+GPU with ``--device cuda``). Ray retries a task whose worker or node is lost; the retried job yields
+the same rows and the store keeps each once, so nothing is duplicated. Baselines and fitted
 methods reach the workers through the artifact cache directory, which the nodes must share (a network
 file system on a real cluster); the preceding baseline and preparation jobs fill it, each once.
 
@@ -24,6 +25,7 @@ import pydantic
 from resbench.errors import UsageError
 from resbench.options import Options
 from resbench.plugins import hookimpl
+from resbench.run.executors import trial_batch_option
 
 __all__ = ["RayExecutor", "RayOptions", "register_executors"]
 
@@ -44,6 +46,7 @@ class RayOptions(Options):
                                       "(default: all)")
     node_ip_address: str = pydantic.Field(default="127.0.0.1", description="address of a Ray started on this "
                                           "machine (loopback by default)")
+    trial_batch: int = trial_batch_option(10)
 
 
 def _run_job(job: Any) -> Iterator[Any]:
@@ -65,6 +68,7 @@ class RayExecutor:
         except ImportError:
             raise UsageError("the ray executor needs Ray: pip install 'resbench[ray]'") from None
         self.options = options
+        self.trial_batch = options.trial_batch
         self._ray = ray
         self._started_here = False
 
@@ -75,7 +79,7 @@ class RayExecutor:
         if self.options.address is not None:
             ray.init(address=self.options.address, log_to_driver=False, configure_logging=False)
         else:
-            ray.init(num_cpus=self.options.cpus, include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=self.options.cpus, include_dashboard=False, log_to_driver=False,
                      configure_logging=False, _node_ip_address=self.options.node_ip_address)
         self._started_here = True
 

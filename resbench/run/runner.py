@@ -9,9 +9,10 @@ Phases (the functions of :mod:`resbench.run.jobs`), for each dataset and model o
 4. campaign: for each fault model, the trial loop of :mod:`resbench.run.campaign` over the BER sweep.
 
 The driver reads the store once per group to learn what is still needed (:mod:`resbench.run.cells`),
-runs baseline jobs, then preparation jobs, then one job per group that still needs trials, and is the
-only writer of the store: cell records as groups are deployed, trial rows in a transaction every
-couple of seconds, failed cells with their phase, plugin and error. A killed run loses at most the
+runs baseline jobs, then preparation jobs, then one job per group that still needs trials, or, with an
+executor that declares a ``trial_batch``, jobs of that many trials of a group (:mod:`resbench.run.batches`).
+It is the only writer of the store: cell records as groups are deployed, trial rows in a transaction
+every couple of seconds, failed cells with their phase, plugin and error. A killed run loses at most the
 rows of its last seconds; the same command resumes it.
 """
 
@@ -39,6 +40,7 @@ from resbench.methods.base import Method, defines_fit
 from resbench.options import validate_options
 from resbench.plugins import get_registries
 from resbench.provenance import collect_provenance
+from resbench.run.batches import TrialBatches
 from resbench.run.cells import CellKeys, Group, StoredTrials
 from resbench.run.jobs import (
     BaselineJob,
@@ -76,12 +78,14 @@ class RunSettings:
 
 @dataclass
 class RunSummary:
-    """What a run did. ``trials_run`` counts rows this run added to the store."""
+    """What a run did. ``trials_run`` counts rows this run added to the store; ``trials_discarded`` the
+    trials computed ahead in trial batches and not needed (see :mod:`resbench.run.batches`)."""
 
     run_id: int
     cells: int = 0
     trials_run: int = 0
     trials_skipped: int = 0
+    trials_discarded: int = 0
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     failures: list[CellFailure] = field(default_factory=list)
@@ -119,6 +123,7 @@ class _Driver:
         self.progress: tqdm[Any] | None = None
         self.buffer: list[TrialRow] = []
         self.last_flush = time.monotonic()
+        self.failed_cells: set[str] = set()
 
     # -- planning -------------------------------------------------------------------------------------------
 
@@ -126,9 +131,8 @@ class _Driver:
         started = time.perf_counter()
         self.executor = self._executor()  # bad executor options are bad input, found before any work
         self._check_datasets()
-        self.store = ResultStore(self.settings.store)  # only once bad input could no longer be found
+        self.store = ResultStore(self.settings.store, exclusive=True)  # once bad input could no longer be found
         try:
-            self.store.lock_for_run()
             provenance = collect_provenance(self.suite.name, self.suite.version, self.settings.device)
             self.summary.run_id = self.store.start_run(provenance)
             self._run_phases()
@@ -183,11 +187,24 @@ class _Driver:
             runnable = [(group, stored) for group, stored in pending
                         if not failed.intersection(keys.all_cell_ids(group))]
             self._extend_progress(sum(keys.planned_trials(group, stored) for group, stored in runnable))
-            self._consume(executor.map([GroupJob(self.context, group, stored) for group, stored in runnable]))
+            self._run_campaigns(runnable)
         finally:
             close = getattr(executor, "close", None)
             if close is not None:
                 close()
+
+    def _run_campaigns(self, runnable: list[tuple[Group, StoredTrials]]) -> None:
+        """One job per group, or rounds of trial-batch jobs when the executor declares a ``trial_batch``."""
+        trial_batch = getattr(self.executor, "trial_batch", None)
+        if not trial_batch:
+            self._consume(self.executor.map([GroupJob(self.context, group, stored) for group, stored in runnable]))
+            return
+        batches = TrialBatches(self.context, trial_batch)
+        for group, stored in runnable:
+            batches.add(group, stored)
+        while jobs := batches.next_round():
+            self._consume(self.executor.map(jobs), batches)
+        self.summary.trials_discarded += batches.discarded
 
     def _baseline_jobs(self, groups: list[Group]) -> list[Job]:
         """One per (model, dataset) that a pending group needs; none when a checkpoint replaces training."""
@@ -218,25 +235,33 @@ class _Driver:
 
     # -- writing --------------------------------------------------------------------------------------------
 
-    def _consume(self, outputs: Iterable[JobOutput]) -> None:
-        """Write every output of the jobs as it arrives; rows in a transaction every couple of seconds."""
+    def _consume(self, outputs: Iterable[JobOutput], batches: TrialBatches | None = None) -> None:
+        """Write every output of the jobs as it arrives; rows in a transaction every couple of seconds.
+
+        With ``batches``, rows are written in trial order per cell, as far as the cell needs them.
+        """
         for output in outputs:
             if isinstance(output, TrialRow):
-                self.buffer.append(output)
-                self._advance()
-                if time.monotonic() - self.last_flush > FLUSH_SECONDS:
-                    self._flush()
+                self._write_rows(batches.offer(output) if batches is not None else [output])
             elif isinstance(output, CellsReady):
                 for cell in output.cells:
                     self.store.upsert_cell(cell, self.summary.run_id)
                 self.store.add_trials([output.clean_row], self.summary.run_id)
                 self._describe(output.cells[0])
+                if batches is not None:
+                    self._write_rows(batches.ready(output))
             elif isinstance(output, PhaseTime):
                 self.summary.phases[output.phase] = self.summary.phases.get(output.phase, 0.0) + output.seconds
             elif isinstance(output, Failed):
-                self.store.record_failures(output.failures, self.summary.run_id)
-                self.summary.failures.extend(output.failures)
-                first = output.failures[0]
+                failures = [failure for failure in output.failures if failure.cell_id not in self.failed_cells]
+                if batches is not None:
+                    batches.failed(failures)
+                if not failures:  # another job of the same group already failed these cells
+                    continue
+                self.failed_cells.update(failure.cell_id for failure in failures)
+                self.store.record_failures(failures, self.summary.run_id)
+                self.summary.failures.extend(failures)
+                first = failures[0]
                 logger.info("%s on %s/%s, format %s: %s failed (plugin %s): %s", first.method, first.model,
                                first.dataset, first.format, first.phase, first.plugin, first.error)
                 if output.details:
@@ -244,6 +269,13 @@ class _Driver:
             else:
                 raise TypeError(f"a job yielded {type(output).__name__}, which resbench does not know")
         self._flush()
+
+    def _write_rows(self, rows: list[TrialRow]) -> None:
+        for _ in rows:
+            self._advance()
+        self.buffer.extend(rows)
+        if time.monotonic() - self.last_flush > FLUSH_SECONDS:
+            self._flush()
 
     def _flush(self) -> None:
         rows, self.buffer = self.buffer, []
@@ -306,6 +338,7 @@ def _merged(summaries: list[RunSummary]) -> RunSummary:
         merged.cells += summary.cells
         merged.trials_run += summary.trials_run
         merged.trials_skipped += summary.trials_skipped
+        merged.trials_discarded += summary.trials_discarded
         merged.seconds += summary.seconds
         for name, seconds in summary.phases.items():
             merged.phases[name] = merged.phases.get(name, 0.0) + seconds

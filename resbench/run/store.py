@@ -250,15 +250,18 @@ def _read_only_connection(path: Path) -> sqlite3.Connection:
 class ResultStore:
     """A SQLite file of runs, cells and trials."""
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
-        """Open the store at ``path`` for a run (created when absent), or ``read_only`` for reports.
+    def __init__(self, path: Path, *, read_only: bool = False, exclusive: bool = False) -> None:
+        """Open the store at ``path`` for writing (created when absent), or ``read_only`` for reports.
 
         A file that is not a resbench store, a damaged store and a store written by a newer resbench are
-        refused (:class:`UsageError`) before anything is written.
+        refused (:class:`UsageError`) before anything is written. ``exclusive`` (a run) holds the store
+        until :meth:`close`, taken before the file is read: another run holding it is refused.
         """
         self.path = Path(path)
         self.read_only = read_only
         self._lock: int | None = None
+        self._connection: sqlite3.Connection  # opened below
+        self._writable = False  # set once the file is known to be a resbench store open for writing
         _check_name(self.path)
         if self.path.is_dir():
             raise UsageError(f"{self.path}: the store must be a file, not a directory")
@@ -268,15 +271,22 @@ class ResultStore:
                 self._check_format(new_allowed=False)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._connection = sqlite3.connect(self.path, timeout=30.0)
+                self._connection = sqlite3.connect(self.path, timeout=30.0)  # creates the file when absent
+                if exclusive:
+                    self._hold()
                 self._open_for_writing()
+                self._writable = True
         except sqlite3.Error as error:
+            self.close()
             raise _problem(self.path, error) from None
+        except UsageError:
+            self.close()
+            raise
 
     def _open_for_writing(self) -> None:
         new = self._check_format(new_allowed=True)
         if not new:
-            result = self._connection.execute("PRAGMA quick_check").fetchone()
+            result = next(iter(self._connection.execute("PRAGMA quick_check").fetchall()), None)
             if result is None or result[0] != "ok":
                 raise UsageError(f"{self.path}: the store is damaged ({result[0] if result else 'no answer'}); "
                                  "nothing was written. Restore it from a copy or pass another --store")
@@ -322,7 +332,7 @@ class ResultStore:
             raise UsageError(f"{path}: no results store here; run 'resbench run' first or pass --store")
         return cls(path, read_only=True)
 
-    def lock_for_run(self) -> None:
+    def _hold(self) -> None:
         """Hold this store exclusively until :meth:`close`; another run holding it is refused.
 
         The lock is the operating system's (``flock`` on the store file), so it ends with the process, a
@@ -351,10 +361,12 @@ class ResultStore:
         A writer leaves the file in rollback-journal mode, so that readers (which may sit on read-only
         media) need no write-ahead log or shared-memory file beside it.
         """
-        if not self.read_only:
-            with contextlib.suppress(sqlite3.Error):  # another connection still reading: it stays in WAL mode
-                self._connection.execute("PRAGMA journal_mode=DELETE")
-        self._connection.close()
+        connection = getattr(self, "_connection", None)  # none when the file could not be opened
+        if connection is not None:
+            if self._writable:
+                with contextlib.suppress(sqlite3.Error):  # another connection still reading: it stays in WAL mode
+                    connection.execute("PRAGMA journal_mode=DELETE")
+            connection.close()
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
@@ -457,7 +469,7 @@ class ResultStore:
         with self._guard():
             for cell_id in cell_ids:
                 rows = self._connection.execute(
-                    "SELECT trial, accuracy FROM trials WHERE cell_id = ?", (cell_id,)
+                    "SELECT trial, accuracy FROM trials WHERE cell_id = ? ORDER BY trial", (cell_id,)
                 ).fetchall()
                 found[cell_id] = {int(trial): float(accuracy) for trial, accuracy in rows}
         return found

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from resbench.report.compare import compare_tables
-from resbench.report.formats import render_csv, render_html, render_json, render_latex, render_markdown
+from resbench.report.formats import display_frame, render_csv, render_html, render_json, render_latex, render_markdown
 from resbench.report.leaderboard import LeaderboardTable, build_leaderboard, format_ber
 from resbench.report.plots import write_figures
 from resbench.run.store import ResultStore
@@ -217,17 +217,24 @@ def test_trials_without_flips_never_show_a_zero_width_interval_nor_a_tolerable_b
     assert math.isnan(row["tolerable_ber"])
 
 
-def test_tolerable_ber_comes_from_lower_bounds_of_cells_with_enough_flipped_trials(tmp_path: Path) -> None:
+def test_tolerable_ber_comes_from_means_and_its_bracket_from_the_interval_bounds(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     steady = [99.0] * 400
     shaky = (99.0 - 3.0 * (rng.random(400) < 0.2)).tolist()  # mean 98.4: within 1 point, lower bound not
     _store_with(tmp_path / "r.sqlite", {
         "none": (99.0, {1e-6: steady, 1e-5: shaky, 1e-4: [10.0] * 400}),
+        "weak": (99.0, {1e-6: [90.0] * 400, 1e-5: [80.0] * 400, 1e-4: [10.0] * 400}),
     })
     [table] = _board(tmp_path / "r.sqlite")
-    row = table.rows.iloc[0]
-    assert row["acc@1e-05"] > 99.0 - 1.0 > row["ci_low@1e-05"]
-    assert row["tolerable_ber"] == pytest.approx(1e-6)
+    rows = table.rows.set_index("method")
+    none = rows.loc["none"]
+    assert none["acc@1e-05"] > 99.0 - 1.0 > none["ci_low@1e-05"]
+    assert none["ci_high@1e-04"] < 99.0 - 1.0
+    assert (none["tolerable_ber"], none["tolerable_ber_low"], none["tolerable_ber_high"]) == (1e-5, 1e-6, 1e-5)
+    assert (rows.loc["weak", "tolerable_ber"], rows.loc["weak", "tolerable_ber_high"]) == (0.0, 0.0)
+    shown = display_frame(table).set_index("method")["tolerable BER"]
+    assert shown["none"] == "1e-05 [1e-06, 1e-05]"
+    assert shown["weak"] == "<1e-06 [<1e-06, <1e-06]"  # fails already at the smallest BER of the grid
 
 
 def test_statistically_indistinguishable_methods_share_a_rank(tmp_path: Path) -> None:

@@ -21,9 +21,11 @@ COLUMN_HELP: dict[str, str] = {
     "seed sd": "with several seeds: the standard deviation of the score between seeds, each seed training its "
     "own baseline and preparing its own methods (the BER and score intervals are fault-trial intervals given "
     "the trained models)",
-    "tolerable BER": "the largest BER of the grid at which the lower interval bound, and that at every smaller "
-    "BER, stays within 1 point of clean accuracy, counting only cells with at least 20 trials that flipped a "
-    "bit; \u2013 when no BER qualifies",
+    "tolerable BER": "the largest BER of the grid up to which the estimated mean accuracy stays within 1 point "
+    "of clean accuracy, at that BER and every smaller one, counting only cells with at least 20 trials that "
+    "flipped a bit; in brackets the same rule on the interval's lower bounds (the BER the intervals guarantee) "
+    "and on its upper bounds (the largest they allow); <BER when the smallest BER already fails, \u2013 when "
+    "it has too few trials with a flip to tell",
     "added values": "stored values the method adds to the fault space (bounds, thresholds): one per call site "
     "for layer-wise bounds, one per output element for neuron-wise bounds",
     "added bits %": "stored bits the method adds to the fault space, relative to the unprotected model's stored "

@@ -32,6 +32,19 @@ def _trial_range(fewest: int, most: int) -> str:
     return str(fewest) if fewest == most else f"{fewest}{MISSING}{most}"
 
 
+def _tolerable_ber(row: pd.Series, bers: list[float]) -> str:
+    """'estimate [guaranteed, allowed]'; 0 (the smallest BER fails) reads '<smallest BER'."""
+
+    def shown(value: float) -> str:
+        if math.isnan(value):
+            return MISSING
+        return f"<{format_ber(bers[0])}" if value == 0 else format_ber(value)
+
+    if math.isnan(row["tolerable_ber"]):
+        return MISSING
+    return f"{shown(row['tolerable_ber'])} [{shown(row['tolerable_ber_low'])}, {shown(row['tolerable_ber_high'])}]"
+
+
 def _with_interval(mean: object, low: object, high: object, digits: int = 1) -> str:
     """``mean [low, high]``; the mean alone where there is no interval."""
     if not isinstance(mean, int | float) or math.isnan(mean):
@@ -57,13 +70,12 @@ def display_frame(table: LeaderboardTable) -> pd.DataFrame:
                                  "clean": _number(row["clean_accuracy"])}
         for ber in table.bers:
             shown[f"BER {format_ber(ber)}"] = _accuracy_with_ci(row, ber)
-        tolerable = row["tolerable_ber"]
         shown["score"] = _with_interval(row["score"], row["score_low"], row["score_high"], 3)
         if several_seeds:
             shown["seed sd"] = _number(row["score_seed_sd"], 3)
         shown.update(
             {
-                "tolerable BER": MISSING if math.isnan(tolerable) else format_ber(tolerable),
+                "tolerable BER": _tolerable_ber(row, table.bers),
                 "added values": str(int(row["added_values"])),
                 "added bits %": _number(row["added_bits_pct"], 2),
                 "overhead %": _with_interval(row["overhead_pct"], row["overhead_low"], row["overhead_high"]),

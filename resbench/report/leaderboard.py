@@ -13,9 +13,12 @@ Columns (``results/README.md`` explains each for readers; every interval is 95%)
 * ``score`` with ``score_low``, ``score_high``: the resilience score (:mod:`resbench.score`) over
   ``score_range``; ``score_seed_sd``: its standard deviation between seeds (trained models), and
   ``score_seeds_low``/``score_seeds_high`` a t interval over seeds, when the suite lists several.
-* ``tolerable_ber``: the largest BER of the grid at which the lower interval bound, and that at every
-  smaller BER, stays within :data:`TOLERANCE_POINTS` of clean accuracy, counting only cells with at
-  least :data:`MIN_FLIP_TRIALS` trials that flipped a bit.
+* ``tolerable_ber``: the largest BER of the grid at which the estimated mean accuracy, and that at
+  every smaller BER, stays within :data:`TOLERANCE_POINTS` of clean accuracy, counting only cells with
+  at least :data:`MIN_FLIP_TRIALS` trials that flipped a bit; 0 when the smallest BER already fails,
+  NaN when it has too few such trials. ``tolerable_ber_low`` and ``tolerable_ber_high``: the same rule
+  applied to the lower and to the upper interval bounds (the BER the intervals guarantee, and the
+  largest they allow).
 * ``diff@BER`` with ``diff_low@``, ``diff_high@``, ``p_holm@``: paired difference to ``none`` on the
   trials with the same index (same fault sites where the fault spaces agree), its interval and the
   Holm-adjusted p-value of the paired randomization test over all of the table's comparisons. Paired
@@ -235,13 +238,17 @@ def _flip_count(frame: pd.DataFrame) -> int:
     return int((flips > 0).sum())
 
 
-def _tolerable_ber(bers: list[float], lows: list[float], flip_trials: list[int], clean: float) -> float:
+def _tolerable_ber(bers: list[float], accuracies: list[float], flip_trials: list[int], clean: float) -> float:
+    """The largest BER up to which ``accuracies`` stay within :data:`TOLERANCE_POINTS` of ``clean``: 0 when
+    the first BER fails, NaN when the first BER has too few trials with a flip to tell."""
     tolerable = math.nan
     if math.isnan(clean):
         return tolerable
-    for ber, low, flipped in zip(bers, lows, flip_trials, strict=True):
-        if math.isnan(low) or flipped < MIN_FLIP_TRIALS or low < clean - TOLERANCE_POINTS:
+    for ber, accuracy, flipped in zip(bers, accuracies, flip_trials, strict=True):
+        if math.isnan(accuracy) or flipped < MIN_FLIP_TRIALS:
             break
+        if accuracy < clean - TOLERANCE_POINTS:
+            return tolerable if not math.isnan(tolerable) else 0.0
         tolerable = ber
     return tolerable
 
@@ -290,12 +297,14 @@ def _method_result(
                               "seeds": len(curves)}
     pooled_draws = np.mean([curve.draws() for curve in curves.values()], axis=0)
     pooled_means = np.mean([curve.means() for curve in curves.values()], axis=0)
-    lows, counts, flip_trials = [], [], []
+    means, lows, highs, counts, flip_trials = [], [], [], [], []
     for index, ber in enumerate(bers):
         key = format_ber(ber)
         present = [curve.cells[index] for curve in curves.values() if curve.cells[index] is not None]
         if len(present) < len(curves) or not present:
+            means.append(math.nan)
             lows.append(math.nan)
+            highs.append(math.nan)
             flip_trials.append(0)
             for prefix in ("acc", "ci_low", "ci_high", "median", "p05", "catastrophic", "sdc", "due_trials",
                            "due_low", "due_high"):
@@ -308,7 +317,9 @@ def _method_result(
         row[f"ci_low@{key}"] = min(low, mean)
         row[f"ci_high@{key}"] = max(high, mean)
         row.update(_pooled_cell_columns(key, cells_here, clean, chance))
+        means.append(mean)
         lows.append(min(low, mean))
+        highs.append(max(high, mean))
         counts.append(min(cell.accuracies.size for cell in cells_here))
         flip_trials.append(min(_flip_count(cell.frame) for cell in cells_here))
     score_draws, per_seed = _scores(curves, bers)
@@ -318,7 +329,8 @@ def _method_result(
                                            else (math.nan, math.nan))
     row["score_range"] = f"{format_ber(span[0])}..{format_ber(span[1])}" if span else ""
     row.update(_seed_columns(per_seed))
-    row["tolerable_ber"] = _tolerable_ber(bers, lows, flip_trials, clean)
+    for column, accuracies in (("tolerable_ber", means), ("tolerable_ber_low", lows), ("tolerable_ber_high", highs)):
+        row[column] = _tolerable_ber(bers, accuracies, flip_trials, clean)
     baseline_bits = int(first["baseline_bits"])
     added_bits = int(first["stored_bits"]) - baseline_bits
     row["added_values"] = _added_values(str(first["fault_space"]))

@@ -125,7 +125,8 @@ def test_list_plugins_text(capsys: pytest.CaptureFixture[str]) -> None:
 def test_validate_accepts_valid_suite(capsys: pytest.CaptureFixture[str], valid_suite: Path) -> None:
     status, out, err = run(capsys, "validate", str(valid_suite))
     assert (status, err) == (0, "")
-    assert out == f"{valid_suite}: valid suite 'tiny' (version 1): 4 cells x 2 BERs\n"
+    assert out == (f"{valid_suite}: valid suite 'tiny' (version 1): 4 groups (method x model x dataset x format) "
+                   "x (2 cells with faults + 1 clean) = 12 cells\n")
 
 
 def test_unknown_command_has_close_matches(capsys: pytest.CaptureFixture[str]) -> None:
@@ -255,3 +256,14 @@ def test_leaderboard_compare_reports_disagreeing_estimates(capsys: pytest.Captur
     status, out, err = run(capsys, "leaderboard", "--store", str(tmp_path / "a.sqlite"), "--compare",
                            str(tmp_path / "missing.sqlite"))
     assert_usage_error(status, out, err)
+
+
+def test_validate_counts_one_per_inference_cell_for_single_activation_faults(
+    capsys: pytest.CaptureFixture[str], write_suite: Callable[[str], Path]
+) -> None:
+    suite = write_suite("name: v\ndatasets: [synthetic]\nmodels: [test-mlp]\nmethods: [none, ranger]\n"
+                        "formats: [fp32]\nfaults: [bitflip, act-single]\nbers: [1.0e-4, 1.0e-3]\n")
+    status, out, _ = run(capsys, "validate", str(suite))
+    assert status == 0
+    # Per group: bitflip has a cell per BER, act-single one cell (one fault per inference); a clean cell each.
+    assert out.endswith("2 groups (method x model x dataset x format) x (3 cells with faults + 2 clean) = 10 cells\n")

@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from resbench.activation_faults import cell_bers
 from resbench.config import check_suite_names, load_suite
+from resbench.faults import resolve_fault_model
 from resbench.plugins import hookimpl
 from resbench.run.runner import check_fault_formats
 
@@ -26,14 +28,16 @@ class ValidateCommand:
         suite = load_suite(args.suite)
         check_suite_names(suite, str(args.suite))
         check_fault_formats(suite, str(args.suite))
-        cells = math.prod(
-            len(components)
-            for components in (suite.methods, suite.models, suite.datasets, suite.formats, suite.faults)
-        )
+        groups = math.prod(len(components) for components in (suite.methods, suite.models, suite.datasets,
+                                                               suite.formats))
+        # Per group: a clean cell per fault model, and a faulty cell per BER (one per-inference cell for act-single).
+        faulty = sum(len(cell_bers(resolve_fault_model(spec.name, spec.options), suite.bers)) for spec in suite.faults)
+        clean = len(suite.faults)
+        seeds = f" x {len(suite.seeds)} seeds" if suite.seeds else ""
         print(
-            f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): "
-            f"{cells} cells x {len(suite.bers)} BERs"
-            + (f" x {len(suite.seeds)} seeds" if suite.seeds else "")
+            f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): {groups} groups (method x model "
+            f"x dataset x format) x ({faulty} cells with faults + {clean} clean) = {groups * (faulty + clean)} "
+            f"cells{seeds}"
         )
         return 0
 

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -31,8 +32,9 @@ from typing import Any
 import torch
 
 from resbench import __version__
+from resbench.errors import ResbenchError
 
-__all__ = ["CACHE_DIR_VARIABLE", "DEFAULT_CACHE_DIR", "ArtifactCache", "CacheEntry", "key_hash"]
+__all__ = ["CACHE_DIR_VARIABLE", "DEFAULT_CACHE_DIR", "ArtifactCache", "CacheEntry", "MissingArtifact", "key_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +95,22 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class MissingArtifact(ResbenchError):
+    """An artifact an earlier job made is not in this worker's cache (see ``ArtifactCache(builds=False)``)."""
+
+
 class ArtifactCache:
     """Keyed store of torch-saveable artifacts with JSON metadata. See the module docstring.
 
-    ``root`` defaults to ``$RESBENCH_CACHE_DIR`` or ``.resbench-cache`` in the working directory.
+    ``root`` defaults to ``$RESBENCH_CACHE_DIR`` or ``.resbench-cache`` in the working directory. A cache
+    with ``builds=False`` only loads: where an earlier job of the run made the artifact, building it
+    again (on a node that does not share the cache) would train twice, and it raises
+    :class:`MissingArtifact` instead.
     """
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, *, builds: bool = True) -> None:
         self.root = Path(root or os.environ.get(CACHE_DIR_VARIABLE) or DEFAULT_CACHE_DIR)
+        self.builds = builds
 
     def entry(self, kind: str, key: Mapping[str, Any]) -> CacheEntry:
         """Where the entry for (``kind``, ``key``) lives."""
@@ -187,6 +197,11 @@ class ArtifactCache:
         if found is not None:
             logger.info("cache hit: %s %s", kind, self.entry(kind, key).hash)
             return found[0], found[1], True
+        if not self.builds:
+            raise MissingArtifact(
+                f"the {kind} {self.entry(kind, key).hash[:12]} that an earlier job of this run made is not in the "
+                f"artifact cache {self.root.resolve()} on {socket.gethostname()}: the workers of a cluster must "
+                "share --cache-dir (a network file system)")
         started = time.perf_counter()
         payload, metadata = build()
         record = self.store(kind, key, payload, metadata, time.perf_counter() - started)

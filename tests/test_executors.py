@@ -171,6 +171,26 @@ def test_run_exits_1_listing_failed_cells_and_a_rerun_retries_them(
     assert len(rows(tmp_path / "r.sqlite")) == 2 * (3 + 1)
 
 
+def test_a_worker_without_the_runs_cache_fails_naming_it_rather_than_training_again(tmp_path: Path) -> None:
+    from resbench.faultspace import FaultSpaceOptions
+    from resbench.run.cells import CellKeys, Group
+    from resbench.run.jobs import Failed, GroupJob, JobContext, JobSettings
+
+    run(tmp_path, "r.sqlite")  # its baseline job trained the baseline into tmp_path/cache
+    suite = parse_suite(SUITE, "test")
+    keys = CellKeys(suite, FaultSpaceOptions(), None)
+    group = Group(suite.methods[0], suite.models[0], suite.datasets[0], suite.formats[0])
+    another_node = JobContext(suite, JobSettings(device="cpu", cache_dir=tmp_path / "another-node"), keys)
+    failed = [output for output in GroupJob(another_node, group, {})() if isinstance(output, Failed)]
+    assert len(failed) == 1
+    failure = failed[0].failures[0]
+    assert (failure.phase, failure.plugin) == ("baseline", "resbench")
+    assert "is not in the artifact cache" in failure.error and "must share --cache-dir" in failure.error
+    assert not (tmp_path / "another-node").exists()  # nothing was trained there
+    shared = JobContext(suite, JobSettings(device="cpu", cache_dir=tmp_path / "cache"), keys)
+    assert not any(isinstance(output, Failed) for output in GroupJob(shared, group, {})())
+
+
 # -- kills and concurrent runs (real subprocesses) ------------------------------------------------------------
 
 KILL_SUITE = """\

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from resbench.activation_faults import ActivationFaultModel
-from resbench.cache import ArtifactCache
+from resbench.cache import ArtifactCache, MissingArtifact
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import DatasetSplits, load_dataset
 from resbench.errors import PluginError, ResbenchError, blame_plugin
@@ -141,6 +141,7 @@ def _remembered(kind: str, key: str, load: Any) -> Any:
     """The last value loaded for ``kind`` when its key matches, else ``load()`` (one value kept per kind)."""
     if _loaded.get(f"{kind}:key") != key:
         _loaded.pop(kind, None)
+        _loaded.pop(f"{kind}:key", None)  # a load that raises leaves nothing remembered
         _loaded[kind] = load()
         _loaded[f"{kind}:key"] = key
     return _loaded[kind]
@@ -166,8 +167,13 @@ def _evaluation_data(context: JobContext, dataset_spec: ComponentSpec) -> Evalua
 # -- phases ---------------------------------------------------------------------------------------------------
 
 
-def baseline(context: JobContext, model_spec: ComponentSpec, splits: DatasetSplits) -> nn.Module:
-    """The user's checkpoint when given (no training), else the trained (or cached) baseline."""
+def baseline(context: JobContext, model_spec: ComponentSpec, splits: DatasetSplits, *,
+             made_earlier: bool = False) -> nn.Module:
+    """The user's checkpoint when given (no training), else the trained (or cached) baseline.
+
+    ``made_earlier``: a baseline job of this run trained it, so it must come from the cache (a worker that
+    does not share the cache fails, naming it, rather than training again).
+    """
     key = _canonical(model_spec.model_dump(), splits.key, context.settings.checkpoint, context.suite.seed,
                      context.suite.training, context.settings.cache_dir, context.settings.device)
 
@@ -181,7 +187,7 @@ def baseline(context: JobContext, model_spec: ComponentSpec, splits: DatasetSpli
             model_spec.options,
             splits,
             seed=context.suite.seed,
-            cache=ArtifactCache(context.settings.cache_dir),
+            cache=ArtifactCache(context.settings.cache_dir, builds=not made_earlier),
             device=context.device,
             training_options=context.suite.training,
             progress=context.settings.progress,
@@ -232,13 +238,15 @@ def _method_key(context: JobContext, built: Built[Method], group: Group, splits:
 
 
 def prepare(
-    context: JobContext, built: Built[Method], group: Group, splits: DatasetSplits, baseline_model: nn.Module
+    context: JobContext, built: Built[Method], group: Group, splits: DatasetSplits, baseline_model: nn.Module, *,
+    made_earlier: bool = False,
 ) -> tuple[nn.Module, float]:
     """Build the method's structure on a copy of the baseline; fit it, or load the fitted state.
 
     The method sees the training and validation splits only. Its fitted state is cached under everything
     that determines it, its plugin's version included. Returns the prepared model and the seconds its
-    preparation took (the fit's, when it was cached).
+    preparation took (the fit's, when it was cached). ``made_earlier``: a preparation job of this run
+    fitted it, so the fitted state must come from the cache.
     """
     started = time.perf_counter()
     method: Method = built.value
@@ -259,7 +267,7 @@ def prepare(
                        "stored_tensors": list(FaultSpace(model).names)}
 
     built_names = list(FaultSpace(model).names)
-    cache = ArtifactCache(context.settings.cache_dir)
+    cache = ArtifactCache(context.settings.cache_dir, builds=not made_earlier)
     state, metadata, _ = cache.load_or_build("method", _method_key(context, built, group, splits), fit)
     if metadata.get("stored_tensors", built_names) != built_names:
         raise PluginError(plugin, item, "fit", "fit() changed which tensors are stored (mark_stored); mark them "
@@ -376,6 +384,8 @@ def _culprit(error: BaseException, group: Group, default_family: str) -> str:
     group's items (method, model, dataset, format, fault models); else the plugin of the phase's item."""
     if isinstance(error, PluginError):
         return error.plugin
+    if isinstance(error, MissingArtifact):  # the cluster's set-up, no plugin's doing
+        return "resbench"
     registries = get_registries()
     specs = {"methods": group.method_spec, "models": group.model_spec, "datasets": group.dataset_spec,
              "formats": group.format_spec}
@@ -472,7 +482,7 @@ class PrepareJob(_Scheduled):
         try:
             splits = _splits(self.context, group.dataset_spec)
             phase = "baseline"
-            baseline_model = baseline(self.context, group.model_spec, splits)
+            baseline_model = baseline(self.context, group.model_spec, splits, made_earlier=True)
             phase = "prepare"
             started = time.perf_counter()
             prepare(self.context, resolve_method(group.method_spec), group, splits, baseline_model)
@@ -511,7 +521,7 @@ class GroupJob(_Scheduled):
             splits = _splits(context, group.dataset_spec)
             data = _evaluation_data(context, group.dataset_spec)
             phase = "baseline"
-            baseline_model = baseline(context, group.model_spec, splits)
+            baseline_model = baseline(context, group.model_spec, splits, made_earlier=True)
             phase = "prepare"
             started = time.perf_counter()
             built = resolve_method(group.method_spec)
@@ -519,7 +529,7 @@ class GroupJob(_Scheduled):
                              *(spec.model_dump() for spec in dataclasses.astuple(group)))
             deployment: dict[str, Any] = _remembered("deployment", key, dict)  # filled by an earlier job of the group
             if "prepared" not in deployment:
-                deployment["prepared"] = prepare(context, built, group, splits, baseline_model)
+                deployment["prepared"] = prepare(context, built, group, splits, baseline_model, made_earlier=True)
             prepared, prepare_seconds = deployment["prepared"]
             yield PhaseTime("prepare", time.perf_counter() - started)
             phase = "deploy"

@@ -5,7 +5,8 @@ a Ray task that streams its outputs back (a generator task) and declares what it
 GPU with ``--device cuda``). Ray retries a task whose worker or node is lost; the retried job yields
 the same rows and the store keeps each once, so nothing is duplicated. Baselines and fitted
 methods reach the workers through the artifact cache directory, which the nodes must share (a network
-file system on a real cluster); the preceding baseline and preparation jobs fill it, each once.
+file system on a real cluster); the preceding baseline and preparation jobs fill it, each once, and a
+later job that does not find them there fails its cells, naming the folder, rather than training again.
 
 ``--address HOST:PORT`` joins a running cluster (``ray start --head`` on one node, ``ray start
 --address`` on the others); without it, a Ray instance is started on this machine for the run, bound to

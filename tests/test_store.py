@@ -97,8 +97,7 @@ def _foreign_database(path: Path) -> Path:
 
 
 def test_a_new_store_carries_its_application_id_and_schema_version(tmp_path: Path) -> None:
-    with ResultStore(tmp_path / "r.sqlite"):
-        pass
+    ResultStore(tmp_path / "r.sqlite").close()
     with sqlite3.connect(tmp_path / "r.sqlite") as connection:
         assert connection.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -152,8 +151,7 @@ def test_a_store_on_read_only_media_can_be_read(tmp_path: Path) -> None:
 
 def test_a_store_from_a_newer_resbench_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "r.sqlite"
-    with ResultStore(path):
-        pass
+    ResultStore(path).close()
     with sqlite3.connect(path) as connection:
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     connection.close()
@@ -210,8 +208,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_store(tmp_path: Pa
             ResultStore(path, exclusive=True)
         with ResultStore(path, read_only=True) as reader:  # reports still read it
             assert reader.trials_frame().empty
-    with ResultStore(path, exclusive=True):  # released with the first
-        pass
+    ResultStore(path, exclusive=True).close()  # released with the first
 
 
 def test_failures_are_recorded_and_cleared_by_trials(tmp_path: Path) -> None:

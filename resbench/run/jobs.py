@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -444,11 +444,28 @@ class _Scheduled:
 
 
 @dataclass(frozen=True)
-class BaselineJob(_Scheduled):
-    """Train (or load) the baseline of one model on one dataset, so that later jobs find it cached."""
+class _BeforeGroups(_Scheduled):
+    """A job that makes an artifact (a baseline, a fitted method) for ``groups``; a failure fails their cells."""
 
     context: JobContext
     groups: tuple[Group, ...]
+    #: The phase whose failure a lost worker counts as, and the plugin family blamed for it.
+    lost_phase: ClassVar[str]
+
+    def _failed(self, phase: str, error: BaseException) -> Iterator[JobOutput]:
+        for group in self.groups:
+            yield _failures(self.context, group, phase, error, _PHASE_FAMILY[phase])
+
+    def lost(self, reason: str) -> Iterator[JobOutput]:
+        """Failures for every cell of the job, when its worker was lost for good."""
+        yield from self._failed(self.lost_phase, RuntimeError(reason))
+
+
+@dataclass(frozen=True)
+class BaselineJob(_BeforeGroups):
+    """Train (or load) the baseline of one model on one dataset, so that later jobs find it cached."""
+
+    lost_phase: ClassVar[str] = "baseline"
 
     def __call__(self) -> Iterator[JobOutput]:
         group = self.groups[0]
@@ -460,21 +477,14 @@ class BaselineJob(_Scheduled):
             baseline(self.context, group.model_spec, splits)
             yield PhaseTime("baseline", time.perf_counter() - started)
         except Exception as error:  # confined to this model's cells
-            for each in self.groups:
-                yield _failures(self.context, each, phase, error, _PHASE_FAMILY[phase])
-
-    def lost(self, reason: str) -> Iterator[JobOutput]:
-        """Failures for every cell of the job, when its worker was lost for good."""
-        for group in self.groups:
-            yield _failures(self.context, group, "baseline", RuntimeError(reason), "models")
+            yield from self._failed(phase, error)
 
 
 @dataclass(frozen=True)
-class PrepareJob(_Scheduled):
+class PrepareJob(_BeforeGroups):
     """Fit one method on one baseline (and format, for format-dependent methods) into the artifact cache."""
 
-    context: JobContext
-    groups: tuple[Group, ...]
+    lost_phase: ClassVar[str] = "prepare"
 
     def __call__(self) -> Iterator[JobOutput]:
         group = self.groups[0]
@@ -488,13 +498,7 @@ class PrepareJob(_Scheduled):
             prepare(self.context, resolve_method(group.method_spec), group, splits, baseline_model)
             yield PhaseTime("prepare", time.perf_counter() - started)
         except Exception as error:  # confined to this method's cells
-            for each in self.groups:
-                yield _failures(self.context, each, phase, error, _PHASE_FAMILY[phase])
-
-    def lost(self, reason: str) -> Iterator[JobOutput]:
-        """Failures for every cell of the job, when its worker was lost for good."""
-        for group in self.groups:
-            yield _failures(self.context, group, "prepare", RuntimeError(reason), "methods")
+            yield from self._failed(phase, error)
 
 
 @dataclass(frozen=True)

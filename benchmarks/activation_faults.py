@@ -30,11 +30,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from resbench.activation_faults import ActivationFaultModel
-from resbench.faults import resolve_fault_model
+from resbench.engine.activation_faults import ActivationFaultModel
+from resbench.engine.evaluation import EvaluationData, predict_logits
+from resbench.engine.faults import resolve_fault_model
 from resbench.models import build_model
 from resbench.run.activation_campaign import ActivationCampaign, faulty_logits, prepare_activation_campaign
-from resbench.run.evaluation import EvaluationData, predict_logits
 
 TARGET_RATIO = 1.10
 MODELS = (("lenet5", (1, 28, 28), 1000), ("resnet20", (3, 32, 32), 512))

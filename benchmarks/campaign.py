@@ -19,11 +19,17 @@ import torch
 from resbench.cache import ArtifactCache
 from resbench.config import TrialPolicy
 from resbench.datasets import load_dataset
-from resbench.faults import resolve_fault_model
-from resbench.formats import resolve_format
-from resbench.injection import Injector
+from resbench.engine.evaluation import (
+    EvaluationData,
+    load_evaluation_data,
+    predict_logits,
+    predictions_of,
+    trial_metrics,
+)
+from resbench.engine.faults import resolve_fault_model
+from resbench.engine.formats import resolve_format
+from resbench.engine.injection import Injector
 from resbench.run.campaign import CampaignPlan, CleanReference, run_campaign
-from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits, predictions_of, trial_metrics
 from resbench.training import load_or_train_baseline
 
 BERS = [1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4]

@@ -5,7 +5,7 @@ For one deployed model and one BER:
 1. reference: a long plain Bernoulli campaign (every trial a direct draw; zero-flip trials reuse the
    clean result) gives the true mean accuracy up to a small standard error;
 2. repetitions: many independent small campaigns of the conditional design (trials given at least
-   one flip, weighted exactly by P(K = 0), :mod:`resbench.estimator`), each giving an estimate and its
+   one flip, weighted exactly by P(K = 0), :mod:`resbench.engine.estimator`), each giving an estimate and its
    95% bounded-bootstrap interval; the same number of plain Bernoulli trials beside them, with the
    same interval, for comparison.
 
@@ -29,11 +29,17 @@ import torch
 
 from resbench.cache import ArtifactCache
 from resbench.datasets import load_dataset
-from resbench.estimator import CellDesign, sample_given_flips, zero_flip_probability
-from resbench.faults import FaultModel, FaultSites, resolve_fault_model
-from resbench.formats import resolve_format
-from resbench.injection import Injector
-from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits, predictions_of, trial_metrics
+from resbench.engine.estimator import CellDesign, sample_given_flips, zero_flip_probability
+from resbench.engine.evaluation import (
+    EvaluationData,
+    load_evaluation_data,
+    predict_logits,
+    predictions_of,
+    trial_metrics,
+)
+from resbench.engine.faults import FaultModel, FaultSites, resolve_fault_model
+from resbench.engine.formats import resolve_format
+from resbench.engine.injection import Injector
 from resbench.seeds import derive_seed
 from resbench.training import load_or_train_baseline
 

@@ -20,9 +20,9 @@ from collections.abc import Callable
 import torch
 import torchvision
 
-from resbench.faults import BernoulliFaults
-from resbench.formats import resolve_format
-from resbench.injection import Injector
+from resbench.engine.faults import BernoulliFaults
+from resbench.engine.formats import resolve_format
+from resbench.engine.injection import Injector
 
 BERS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
 TARGET_BER = 1e-5

@@ -4,7 +4,7 @@ For every method (all registered ones by default) this runs a minimal campaign t
 (one BER, one trial) in a temporary store, with many interleaved timing passes, and prints per method:
 
 * the median overhead (%) of the paired ratios protected/unprotected over interleaved clean passes,
-  with its distribution-free 95% interval (``resbench.measures.overhead_interval``): the figure to
+  with its distribution-free 95% interval (``resbench.run.measures.overhead_interval``): the figure to
   quote, where a single ratio of two timings is noise;
 * the deterministic figures: stored values and bits the method adds to the fault space.
 
@@ -21,9 +21,9 @@ import torch
 
 from resbench import measures
 from resbench.config import parse_suite
-from resbench.formats import resolve_format
+from resbench.engine.formats import resolve_format
 from resbench.plugins import get_registries
-from resbench.report.leaderboard import build_leaderboard
+from resbench.report.tables import build_leaderboard
 from resbench.run.runner import RunSettings, run_suite
 from resbench.run.store import ResultStore
 

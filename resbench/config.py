@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 import yaml
 
+from resbench.engine.bers import sorted_bers
 from resbench.errors import UsageError
 from resbench.options import format_validation_error
 
@@ -16,7 +17,6 @@ __all__ = [
     "ComponentSpec",
     "Suite",
     "TrialPolicy",
-    "check_suite_names",
     "load_suite",
     "parse_suite",
 ]
@@ -125,12 +125,10 @@ class Suite(pydantic.BaseModel):
     @pydantic.field_validator("bers")
     @classmethod
     def _check_bers(cls, bers: list[float]) -> list[float]:
-        for ber in bers:
-            if not 0 < ber < 1:
-                raise ValueError(f"each BER must lie in (0, 1), got {ber}")
-        if len(set(bers)) != len(bers):
-            raise ValueError("BERs must be distinct")
-        return sorted(bers)
+        try:
+            return sorted_bers(bers)
+        except UsageError as error:
+            raise ValueError(str(error)) from None
 
     @pydantic.model_validator(mode="after")
     def _check_seeds(self) -> Suite:
@@ -179,58 +177,3 @@ def load_suite(path: Path) -> Suite:
     if data is None:  # an empty or comment-only file: most likely the wrong file, never "the defaults"
         raise UsageError(f"{path}: the suite file is empty (no settings, only comments or blank lines)")
     return parse_suite(data, str(path))
-
-
-_FAMILY_OF_FIELD = {
-    "methods": "methods",
-    "models": "models",
-    "datasets": "datasets",
-    "formats": "formats",
-    "faults": "faults",
-}
-
-
-def _settings_problems(suite: Suite, source: str) -> list[str]:
-    """Problems with ``fault_space`` and ``training``, found before any work rather than mid-run."""
-    from resbench.faultspace import FaultSpaceOptions
-    from resbench.options import validate_options
-    from resbench.training import TrainingOptions
-
-    # Every training option has a default (a model family's recipe only changes defaults), so the
-    # overrides are valid alone exactly when they are valid for every model.
-    settings: list[tuple[str, type[Any], dict[str, Any]]] = [
-        ("fault_space", FaultSpaceOptions, suite.fault_space),
-        ("training", TrainingOptions, suite.training),
-    ]
-    problems = []
-    for key, model, options in settings:
-        try:
-            validate_options(model, options, f"{source}: {key}")
-        except UsageError as error:
-            problems.append(str(error))
-    return problems
-
-
-def check_suite_names(suite: Suite, source: str) -> None:
-    """Check that every named item exists and that its options are valid; all problems in one error."""
-    from resbench.plugins import get_registries
-
-    registries = get_registries()
-    problems = []
-    specs: list[tuple[str, ComponentSpec]] = [
-        (f"{field}[{index}]", spec)
-        for field in _FAMILY_OF_FIELD
-        for index, spec in enumerate(getattr(suite, field))
-    ]
-    specs.append(("executor", suite.executor))
-    problems += _settings_problems(suite, source)
-    for where, spec in specs:
-        family = where.split("[")[0]
-        registry = getattr(registries, "executors" if family == "executor" else _FAMILY_OF_FIELD[family])
-        try:
-            registry.options_for(spec.name, spec.options, where=f"{source}: {where} ({spec.name})")
-        except UsageError as error:
-            message = str(error)
-            problems.append(message if message.startswith(source) else f"{source}: {where}: {message}")
-    if problems:
-        raise UsageError("\n".join(problems))

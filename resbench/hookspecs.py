@@ -50,7 +50,7 @@ def register_formats(register: Register) -> None:
     """Register number formats.
 
     Called once when the plugin manager loads. ``item`` is a factory ``item(options) -> NumberFormat``
-    (see :mod:`resbench.formats`): the format says how many bits an element takes, encodes float tensors
+    (see :mod:`resbench.engine.formats`): the format says how many bits an element takes, encodes float tensors
     to integer codes and decodes codes back to the float32 values the network computes with.
     """
 
@@ -59,7 +59,7 @@ def register_formats(register: Register) -> None:
 def register_fault_models(register: Register) -> None:
     """Register fault models.
 
-    ``item`` is a factory ``item(options) -> FaultModel`` (see :mod:`resbench.faults`): given a fault
+    ``item`` is a factory ``item(options) -> FaultModel`` (see :mod:`resbench.engine.faults`): given a fault
     space, a sorted list of bit-error rates and a seed, the fault model samples the sites that go wrong.
     """
 

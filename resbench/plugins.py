@@ -61,8 +61,8 @@ FAMILIES: dict[str, str] = {
 
 # Family name -> "module:Class" that every factory of the family must return (checked on building).
 FAMILY_PRODUCTS: dict[str, str] = {
-    "formats": "resbench.formats:NumberFormat",
-    "faults": "resbench.faults:FaultModel",
+    "formats": "resbench.engine.formats:NumberFormat",
+    "faults": "resbench.engine.faults:FaultModel",
     "activations": "resbench.methods.components:ActivationScheme",
     "optimizers": "resbench.methods.components:ThresholdOptimizer",
     "transforms": "resbench.methods.transforms:WeightTransform",
@@ -81,7 +81,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench.models",
     "resbench.run.executors",
     "resbench.run.ray_executor",
-    "resbench.report.formats",
+    "resbench.report.renderers",
     "resbench_plugins.none",
     "resbench_plugins.ranger",
     "resbench_plugins.clipact",
@@ -91,9 +91,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench_plugins.saf",
     "resbench_plugins.wscale",
     "resbench_plugins.compose",
-    "resbench.formats",
-    "resbench.faults",
-    "resbench.activation_faults",
+    "resbench.engine.formats",
+    "resbench.engine.faults",
+    "resbench.engine.activation_faults",
 )
 
 

@@ -27,6 +27,7 @@ nested sweeps keep their correlation and methods stay paired (common random numb
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "TrialWeights",
     "bounded_mean_interval",
     "holm_adjust",
+    "overhead_interval",
     "quantile_interval",
     "sign_flip_pvalue",
     "summarize",
@@ -200,3 +202,26 @@ def wilson_interval(successes: int, total: int, level: float = LEVEL) -> tuple[f
     centre = (proportion + z * z / (2 * total)) / denominator
     spread = z * math.sqrt(proportion * (1 - proportion) / total + z * z / (4 * total * total)) / denominator
     return max(0.0, centre - spread), min(1.0, centre + spread)
+
+
+def overhead_interval(timing_json: str, level: float = 0.95) -> tuple[float, float, float]:
+    """Median overhead (%) of the paired ratios protected/baseline and its distribution-free interval.
+
+    The interval is the pair of order statistics of the ratios that brackets the median with binomial
+    probability at least ``level`` (Conover, *Practical Nonparametric Statistics*, 3rd ed., sec. 3.2);
+    NaN where there are too few pairs for one.
+    """
+    from scipy import stats
+
+    timing = json.loads(timing_json or "{}")
+    baseline = np.asarray(timing.get("baseline", []), dtype=float)
+    protected = np.asarray(timing.get("protected", []), dtype=float)
+    if baseline.size == 0 or baseline.size != protected.size or np.any(baseline <= 0):
+        return math.nan, math.nan, math.nan
+    ratios = np.sort(100 * (protected / baseline - 1))
+    median = float(np.median(ratios))
+    count = ratios.size
+    lower_rank = int(stats.binom.ppf((1 - level) / 2, count, 0.5))  # 0-based index of the lower bound
+    if lower_rank < 1:
+        return median, math.nan, math.nan
+    return median, float(ratios[lower_rank - 1]), float(ratios[count - lower_rank])

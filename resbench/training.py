@@ -113,7 +113,7 @@ def collect_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) on the CPU for all of ``data``, streamed in batches, in eval mode under inference mode.
 
-    For data already on the device, :func:`resbench.run.evaluation.predict_logits` avoids the copies.
+    For data already on the device, :func:`resbench.engine.evaluation.predict_logits` avoids the copies.
     """
     was_training = model.training
     model.eval()

@@ -12,8 +12,8 @@ import pydantic
 import pytest
 
 from resbench import plugins
-from resbench.faults import BernoulliFaults, FaultModelOptions
-from resbench.formats import FixedPoint, Float32
+from resbench.engine.faults import BernoulliFaults, FaultModelOptions
+from resbench.engine.formats import FixedPoint, Float32
 from resbench.options import Options
 
 TEST_PLUGIN = "resbench_test_items"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
+from scipy import stats
 
 from resbench.statistics import (
     TrialWeights,
     bounded_mean_interval,
     holm_adjust,
+    overhead_interval,
     sign_flip_pvalue,
     summarize,
     weighted_quantile,
@@ -92,3 +97,16 @@ def test_wilson_interval_textbook_value() -> None:
     assert low == pytest.approx(0.4902, abs=1e-4)
     assert high == pytest.approx(0.9433, abs=1e-4)
     assert wilson_interval(0, 20)[0] == 0.0
+
+
+def test_overhead_is_the_median_paired_ratio_with_an_order_statistic_interval() -> None:
+    baseline = [1.0] * 15
+    protected = [1.0 + 0.01 * index for index in range(15)]  # ratios 0 %, 1 %, ..., 14 %
+    median, low, high = overhead_interval(json.dumps({"baseline": baseline, "protected": protected}))
+    assert median == pytest.approx(7.0)
+    # n = 15: the 4th and 12th order statistics bracket the median with probability >= 95% (Conover).
+    assert (low, high) == pytest.approx((3.0, 11.0))
+    assert 1 - 2 * stats.binom.cdf(3, 15, 0.5) >= 0.95
+    assert all(math.isnan(value) for value in overhead_interval("{}"))
+    short = overhead_interval(json.dumps({"baseline": [1.0] * 5, "protected": [1.1] * 5}))
+    assert short[0] == pytest.approx(10.0) and math.isnan(short[1])

@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from resbench.config import ComponentSpec
 from resbench.datasets.base import random_subset
-from resbench.faults import FaultModel, FaultSites, resolve_fault_model
-from resbench.faultspace import FaultSpaceOptions
+from resbench.engine.evaluation import EvaluationData, load_evaluation_data, predict_logits
+from resbench.engine.faults import FaultModel, FaultSites, resolve_fault_model
+from resbench.engine.faultspace import FaultSpaceOptions
+from resbench.engine.injection import Injector
 from resbench.hookspecs import Register
-from resbench.injection import Injector
 from resbench.methods import (
     ActivationScheme,
     BoundedActivation,
@@ -39,7 +40,6 @@ from resbench.methods import (
 )
 from resbench.options import Options
 from resbench.plugins import hookimpl
-from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits
 from resbench.seeds import derive_seed
 
 __all__ = ["ClipAct", "FtClipActSearch", "ZeroAbove", "ZeroAboveActivation", "register_activation_schemes",

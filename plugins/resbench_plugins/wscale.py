@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from resbench.config import ComponentSpec
-from resbench.formats import FixedPoint, NumberFormat
+from resbench.engine.formats import FixedPoint, NumberFormat
 from resbench.hookspecs import Register
 from resbench.methods import Citation, PrepareContext
 from resbench.methods.transforms import TransformMethod, WeightTransform

@@ -17,7 +17,7 @@ from resbench.plugins import get_registries, hookimpl
 from resbench.run.store import DEFAULT_STORE, ResultStore
 
 if TYPE_CHECKING:
-    from resbench.report.leaderboard import LeaderboardTable
+    from resbench.report.tables import LeaderboardTable
 
 __all__ = ["ExportCommand", "LeaderboardCommand", "PlotCommand", "check_folder", "load_leaderboard",
            "register_commands", "write_text_atomically"]
@@ -74,7 +74,7 @@ def _umask() -> int:
 
 def load_leaderboard(store_path: Path) -> tuple[list[LeaderboardTable], Any]:
     """Leaderboard tables, each with the provenance of its cells, and the trial frame of the store."""
-    from resbench.report.leaderboard import build_leaderboard  # scipy is slow to import: only when needed
+    from resbench.report.tables import build_leaderboard  # scipy is slow to import: only when needed
 
     with ResultStore.open_existing(store_path) as store:
         cells, trials, runs = store.cells_frame(), store.trials_frame(), store.runs_frame()

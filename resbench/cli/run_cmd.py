@@ -15,7 +15,7 @@ from resbench.cli.report_cmds import check_folder, load_leaderboard, write_text_
 from resbench.config import Suite, load_suite, parse_suite
 from resbench.errors import UsageError
 from resbench.plugins import get_registries, hookimpl
-from resbench.report.formats import render_html, render_markdown
+from resbench.report.renderers import render_html, render_markdown
 from resbench.run.store import DEFAULT_STORE, CellFailure
 
 __all__ = ["DEFAULT_SUITE", "RunCommand", "register_commands", "suite_from_arguments"]

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
-from resbench.activation_faults import cell_bers
-from resbench.config import check_suite_names, load_suite
-from resbench.faults import resolve_fault_model
+from resbench.config import load_suite
 from resbench.plugins import hookimpl
-from resbench.run.runner import check_fault_formats
+from resbench.run.validation import SuiteSize, check_suite
 
 __all__ = ["ValidateCommand", "register_commands"]
 
@@ -24,19 +21,14 @@ class ValidateCommand:
         parser.add_argument("suite", type=Path, help="suite file (YAML)")
 
     def run(self, args: argparse.Namespace) -> int:
-        """Validate and print a one-line summary."""
+        """Validate (what ``resbench run`` checks before any work) and print a one-line summary."""
         suite = load_suite(args.suite)
-        check_suite_names(suite, str(args.suite))
-        check_fault_formats(suite, str(args.suite))
-        groups = math.prod(len(components) for components in (suite.methods, suite.models, suite.datasets,
-                                                               suite.formats))
-        # Per group: a clean cell per fault model, and a faulty cell per BER (one per-inference cell for act-single).
-        faulty = sum(len(cell_bers(resolve_fault_model(spec.name, spec.options), suite.bers)) for spec in suite.faults)
-        clean = len(suite.faults)
+        check_suite(suite, str(args.suite))
+        size = SuiteSize(suite)
         seeds = f" x {len(suite.seeds)} seeds" if suite.seeds else ""
         print(
-            f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): {groups} groups (method x model "
-            f"x dataset x format) x ({faulty} cells with faults + {clean} clean) = {groups * (faulty + clean)} "
+            f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): {size.groups} groups (method x "
+            f"model x dataset x format) x ({size.faulty} cells with faults + {size.clean} clean) = {size.cells} "
             f"cells{seeds}"
         )
         return 0

@@ -7,14 +7,6 @@ Everything a method plugin needs is importable from here (see ``docs/plugins.md`
 from __future__ import annotations
 
 from resbench.methods.base import Citation, Method, PrepareContext
-from resbench.methods.callsites import (
-    CallSite,
-    activation_call_sites,
-    call_site_details,
-    get_call_site,
-    replace_call_site,
-    rewrite_activation_call_sites,
-)
 from resbench.methods.components import (
     ActivationScheme,
     BoundedActivation,
@@ -36,6 +28,14 @@ from resbench.methods.transforms import (
     apply_weight_transform,
     transformed_layers,
     weight_layers,
+)
+from resbench.models.callsites import (
+    CallSite,
+    activation_call_sites,
+    call_site_details,
+    get_call_site,
+    replace_call_site,
+    rewrite_activation_call_sites,
 )
 
 __all__ = [

@@ -11,7 +11,7 @@ A method works in two steps so that its expensive part can be cached:
 Tensors a method adds and keeps in memory (bounds, thresholds) are stored tensors and join the fault
 space: a method that stores more state exposes more bits to faults. Declare them on the module class
 (``stored_tensors = ("bound",)``, as :class:`resbench.methods.components.BoundedActivation` does) or mark
-them with :func:`resbench.faultspace.mark_stored` inside :meth:`Method.build`; either survives the cache.
+them with :func:`resbench.engine.faultspace.mark_stored` inside :meth:`Method.build`; either survives the cache.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from resbench.faultspace import FaultSpaceOptions
-from resbench.formats import NumberFormat
+from resbench.engine.faultspace import FaultSpaceOptions
+from resbench.engine.formats import NumberFormat
 from resbench.options import NoOptions
 from resbench.options import Options as OptionsModel
 

@@ -13,7 +13,7 @@ Per call site, over a data set (forward hooks, eval mode, ``torch.inference_mode
   exact while a site's outputs number fewer than that, an estimate beyond.
 
 A model that is not rewritten yet is profiled through a rewritten copy, so the site names always match
-what :func:`resbench.methods.callsites.rewrite_activation_call_sites` gives.
+what :func:`resbench.models.callsites.rewrite_activation_call_sites` gives.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from resbench.datasets.base import random_subset
 from resbench.datasets.loading import Batches, iterate_batches
-from resbench.methods.callsites import activation_call_sites, is_rewritten, rewrite_activation_call_sites
+from resbench.models.callsites import activation_call_sites, is_rewritten, rewrite_activation_call_sites
 
 __all__ = ["DEFAULT_QUANTILES", "ActivationProfile", "profile_activations"]
 

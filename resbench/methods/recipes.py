@@ -22,12 +22,6 @@ from torch import nn
 from resbench.config import ComponentSpec
 from resbench.errors import PluginError, blame_plugin
 from resbench.methods.base import Method, PrepareContext
-from resbench.methods.callsites import (
-    activation_call_sites,
-    call_site_details,
-    replace_call_site,
-    rewrite_activation_call_sites,
-)
 from resbench.methods.components import (
     ActivationScheme,
     BoundedActivation,
@@ -35,6 +29,12 @@ from resbench.methods.components import (
     Granularity,
     ThresholdOptimizer,
     bound_shape,
+)
+from resbench.models.callsites import (
+    activation_call_sites,
+    call_site_details,
+    replace_call_site,
+    rewrite_activation_call_sites,
 )
 from resbench.options import Options
 from resbench.registry import Built

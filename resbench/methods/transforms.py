@@ -8,7 +8,7 @@ transform applied to a trained model starts from it (SAF's adaptation, the scale
 Biases are not transformed.
 
 The fault engine names a parametrized weight's stored ``original`` like the plain weight
-(``features.0.weight``, see :mod:`resbench.faultspace`): a protected model and the unprotected one share
+(``features.0.weight``, see :mod:`resbench.engine.faultspace`): a protected model and the unprotected one share
 their fault sites (common random numbers). Constants of a read-back module (a scale factor) are
 buffers of that module, outside the fault space, as a quantizer's per-tensor scale is: they are part of
 the program, not of the stored weights.
@@ -30,8 +30,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from resbench.config import ComponentSpec
+from resbench.engine.faultspace import stored_attributes
 from resbench.errors import PluginError, UsageError, blame_plugin
-from resbench.faultspace import stored_attributes
 from resbench.methods.base import Method, PrepareContext
 from resbench.methods.recipes import normalized_spec
 from resbench.options import NoOptions

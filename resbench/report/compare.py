@@ -14,7 +14,8 @@ import math
 
 import pandas as pd
 
-from resbench.report.leaderboard import LeaderboardTable, format_ber
+from resbench.report.keys import format_ber
+from resbench.report.tables import LeaderboardTable
 
 __all__ = ["compare_tables"]
 

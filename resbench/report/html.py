@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from resbench import __version__
-from resbench.methods.base import CITATION_SEPARATOR
 from resbench.report.columns import column_help
-from resbench.report.leaderboard import LeaderboardTable, format_ber
+from resbench.report.display import citation_link, display_frame, short_citation, split_citations
+from resbench.report.keys import format_ber
+from resbench.report.tables import LeaderboardTable
 
-__all__ = ["citation_link", "render_html", "short_citation", "split_citations"]
+__all__ = ["render_html"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
 FILTERS = (("dataset", "dataset"), ("model", "model"), ("format", "format"), ("fault_model", "fault model"))
-_URL = re.compile(r"https?://[^\s,;)]+")
 
 # Figure geometry (SVG user units).
 WIDTH, HEIGHT = 560, 300
@@ -177,30 +176,6 @@ def _figure(table: LeaderboardTable, colors: dict[str, str]) -> str:
             "the BER axis is logarithmic.</figcaption></figure>")
 
 
-_CITATION = re.compile(r"^(?P<authors>[^\u201c]+),\s*\u201c(?P<title>[^\u201d]+)\u201d,\s*(?P<venue>[^,]+)")
-
-
-def citation_link(text: str) -> str | None:
-    """The first link in a citation, if it has one."""
-    match = _URL.search(text)
-    return match.group() if match else None
-
-
-def short_citation(text: str) -> str:
-    """``Hoang et al., DATE 2020`` from a full citation (``authors, \u201ctitle\u201d, venue year, link``)."""
-    match = _CITATION.match(text)
-    if not match:
-        return _URL.sub("", text).strip(" ,")
-    authors = [part.strip() for part in match.group("authors").split(",") if part.strip()]
-    surname = authors[0].split()[-1] if authors else ""
-    return f"{surname}{' et al.' if len(authors) > 1 else ''}, {match.group('venue').strip()}"
-
-
-def split_citations(text: str) -> list[str]:
-    """The citations in a cell: one, or a composed method's parts' (joined by ``CITATION_SEPARATOR``)."""
-    return [part for part in text.split(CITATION_SEPARATOR) if part.strip()] or [text]
-
-
 def _linked_short(text: str) -> str:
     short = _escape(short_citation(text))
     link = citation_link(text)
@@ -222,8 +197,6 @@ def _row_class(table: LeaderboardTable, index: int) -> str:
 
 
 def _table(table: LeaderboardTable) -> str:
-    from resbench.report.formats import display_frame  # formats registers this renderer: imported late
-
     frame = display_frame(table)
     head = "".join(f'<th scope="col" title="{_escape(column_help(str(c)))}">{_escape(c)}</th>' for c in frame.columns)
     rows = []

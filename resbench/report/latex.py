@@ -13,8 +13,9 @@ import re
 
 import pandas as pd
 
-from resbench.report.activation_leaderboard import activation_latex_table
-from resbench.report.leaderboard import LeaderboardTable, format_ber
+from resbench.report.display import display_frame
+from resbench.report.keys import ber_column, format_ber
+from resbench.report.tables import LeaderboardTable
 
 __all__ = ["latex_escape", "render_latex", "standalone_document"]
 
@@ -47,7 +48,7 @@ def _cell(value: float, best: float, digits: int = 1) -> str:
 
 
 def _rows(table: LeaderboardTable) -> list[str]:
-    columns = ["clean_accuracy", *(f"acc@{format_ber(ber)}" for ber in table.bers)]
+    columns = ["clean_accuracy", *(ber_column("acc", ber) for ber in table.bers)]
     best = {column: _best(table.rows[column]) for column in columns if column in table.rows}
     lines = []
     for index, row in table.rows.iterrows():
@@ -68,9 +69,8 @@ def _footnote(table: LeaderboardTable) -> str:
             rf"bold.{tied}")
 
 
-def _table(table: LeaderboardTable) -> str:
-    if table.target == "activations":
-        return activation_latex_table(table)
+def _weight_table(table: LeaderboardTable) -> str:
+    """Accuracy per BER, best per column in bold, ties marked."""
     header = ["Method", "Clean", *(latex_escape(format_ber(ber)) for ber in table.bers)]
     caption = (f"Accuracy (\\%) of {latex_escape(table.model)} on {latex_escape(table.dataset)} under bit flips "
                f"in {latex_escape(table.format)} weights, by bit-error rate (resbench).")
@@ -79,6 +79,28 @@ def _table(table: LeaderboardTable) -> str:
              " & ".join(header) + r" \\", r"\midrule", *_rows(table), r"\bottomrule", r"\end{tabular}",
              r"\par\smallskip", _footnote(table), r"\end{table}", ""]
     return "\n".join(lines)
+
+
+def _activation_table(table: LeaderboardTable) -> str:
+    """Rates in % of inferences with their Wilson intervals."""
+    frame = display_frame(table).drop(columns=["citation", "overhead %", "prepare s", "trials"])
+    header = " & ".join(latex_escape(str(column)) for column in frame.columns) + r" \\"
+    body = [" & ".join(latex_escape(str(value)) for value in row) + r" \\" for row in frame.values]
+    setting = "one bit flip per inference" if table.per_inference else "per-bit flips at each BER"
+    caption = (f"Silent data corruption of {latex_escape(table.model)} on {latex_escape(table.dataset)} under "
+               f"transient faults in activations ({setting}, {latex_escape(table.fault_model)}), in \\% of "
+               "inferences with 95\\% Wilson intervals (resbench).")
+    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}",
+                      rf"\begin{{tabular}}{{l{'r' * (len(frame.columns) - 1)}}}", r"\toprule", header, r"\midrule",
+                      *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+
+
+#: One LaTeX table per fault target.
+_TABLES = {"weights": _weight_table, "activations": _activation_table}
+
+
+def _table(table: LeaderboardTable) -> str:
+    return _TABLES[table.target](table)
 
 
 def render_latex(tables: list[LeaderboardTable]) -> str:

@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from resbench.report.leaderboard import LeaderboardTable, format_ber
+from resbench.report.keys import format_ber
+from resbench.report.tables import LeaderboardTable
 
 __all__ = ["plot_accuracy_curves", "plot_distributions", "write_figures"]
 

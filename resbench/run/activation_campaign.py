@@ -1,7 +1,7 @@
 """The trial loop of transient activation faults: one deployed model, one activation fault model.
 
 A trial is one pass over the evaluation set in which every image gets its own faults (see
-:mod:`resbench.activation_faults`). For each trial index the fault model samples the sites of every
+:mod:`resbench.engine.activation_faults`). For each trial index the fault model samples the sites of every
 image for every cell at once (``act-bitflip``: nested over the BER sweep; ``act-single``: one cell).
 Images with no fault keep their fault-free logits without a forward pass; a trial with no fault at all
 reuses the fault-free result. The metrics are those of weight trials (:func:`trial_metrics`), over
@@ -24,13 +24,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from resbench.activation_faults import ActivationFaultModel, ImageFaults
-from resbench.activation_injection import ActivationInjector
 from resbench.datasets.base import random_subset
 from resbench.datasets.loading import iterate_batches
+from resbench.engine.activation_faults import ActivationFaultModel, ImageFaults
+from resbench.engine.activation_injection import ActivationInjector
+from resbench.engine.evaluation import EvaluationData, predict_logits, predictions_of, trial_metrics
 from resbench.errors import blame_plugin
 from resbench.run.campaign import CampaignPlan, CleanReference, scheduled_trials
-from resbench.run.evaluation import EvaluationData, predict_logits, predictions_of, trial_metrics
 from resbench.run.store import TrialRow
 
 __all__ = ["ActivationCampaign", "faulty_logits", "prepare_activation_campaign", "run_activation_campaign"]

@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from resbench.estimator import CellDesign
+from resbench.engine.estimator import CellDesign
 from resbench.run.campaign import TrialBatch, trials_needed
 from resbench.run.cells import Group, StoredTrials
 from resbench.run.jobs import CellsReady, GroupJob, JobContext

@@ -1,7 +1,7 @@
 """The trial loop of one deployed model under one fault model, across a BER sweep.
 
 For each trial index the fault model samples fault sites from a seed that does not depend on the
-method: under the ``conditional`` design (:mod:`resbench.estimator`) each BER gets sites conditional on
+method: under the ``conditional`` design (:mod:`resbench.engine.estimator`) each BER gets sites conditional on
 at least one flip; under the plain ``bernoulli`` design nested sites for the whole sweep at once (the
 sites at a lower BER are a subset of those at a higher one). Each BER that still needs trials gets:
 inject (XOR in place) -> evaluate -> restore (bit-exact). A trial with no flip reuses the fault-free
@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from resbench.config import TrialPolicy
+from resbench.engine.estimator import CellDesign, sample_given_flips
+from resbench.engine.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
+from resbench.engine.faults import FaultModel, FaultSites
+from resbench.engine.injection import Injector
 from resbench.errors import blame_plugin
-from resbench.estimator import CellDesign, sample_given_flips
-from resbench.faults import FaultModel, FaultSites
-from resbench.injection import Injector
-from resbench.run.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
 from resbench.run.store import TrialRow
 
 __all__ = ["CampaignPlan", "CleanReference", "TrialBatch", "run_campaign", "scheduled_trials", "trials_needed"]
@@ -57,7 +57,7 @@ class CampaignPlan:
     policy: TrialPolicy
     trial_seed: Callable[[int], int]
     #: (plugin, item label) of the fault model, named when its sampling raises
-    fault_model_item: tuple[str, str] = ("resbench.faults", "fault model")
+    fault_model_item: tuple[str, str] = ("resbench.engine.faults", "fault model")
     designs: list[CellDesign] = field(default_factory=list)
     conditional: bool = False
     batch: TrialBatch | None = None

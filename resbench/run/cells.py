@@ -13,14 +13,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from resbench.activation_faults import cell_bers, definition_fields
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import TEST_SUBSET
-from resbench.estimator import CellDesign, effective_sampling
-from resbench.faults import resolve_fault_model
-from resbench.faultspace import FaultSpaceOptions
+from resbench.engine.estimator import CellDesign, effective_sampling
+from resbench.engine.faults import FaultModel
+from resbench.engine.faultspace import FaultSpaceOptions
+from resbench.engine.formats import NumberFormat
 from resbench.plugins import get_registries
 from resbench.run.campaign import trials_needed
+from resbench.run.validation import resolve_fault_models, resolve_formats
 from resbench.seeds import derive_seed
 
 __all__ = ["CellKeys", "Group", "StoredTrials", "method_identity"]
@@ -61,6 +62,24 @@ class CellKeys:
     space_options: FaultSpaceOptions
     checkpoint_digest: str | None
 
+    @functools.cached_property
+    def fault_models(self) -> dict[str, FaultModel]:
+        """The suite's fault models by spec label: each fault spec is resolved here, once per run."""
+        return resolve_fault_models(self.suite)
+
+    def fault_model(self, fault_spec: ComponentSpec) -> FaultModel:
+        """The fault model of ``fault_spec``."""
+        return self.fault_models[fault_spec.label]
+
+    @functools.cached_property
+    def number_formats(self) -> dict[str, NumberFormat]:
+        """The suite's number formats by spec label, resolved here once per run."""
+        return resolve_formats(self.suite)
+
+    def number_format(self, format_spec: ComponentSpec) -> NumberFormat:
+        """The number format of ``format_spec``."""
+        return self.number_formats[format_spec.label]
+
     def definition(self, group: Group, fault_spec: ComponentSpec, ber: float) -> str:
         """Everything that determines a cell's results, as canonical JSON; its hash is the cell id."""
         return json.dumps(
@@ -77,10 +96,9 @@ class CellKeys:
                 "seed": self.suite.seed,
                 "training": self.suite.training,
                 "checkpoint": self.checkpoint_digest,
-                "sampling": effective_sampling(self.suite.trials.sampling,
-                                               resolve_fault_model(fault_spec.name, fault_spec.options)),
+                "sampling": effective_sampling(self.suite.trials.sampling, self.fault_model(fault_spec)),
                 "test_subset": TEST_SUBSET if "test_limit" in group.dataset_spec.options else None,
-                **definition_fields(resolve_fault_model(fault_spec.name, fault_spec.options)),
+                **self.fault_model(fault_spec).definition_fields(),
             },
             sort_keys=True,
             default=str,
@@ -97,7 +115,7 @@ class CellKeys:
 
     def bers(self, fault_spec: ComponentSpec) -> list[float]:
         """The BERs of a fault model's faulty cells: the sweep, or one per-inference cell (act-single)."""
-        return cell_bers(resolve_fault_model(fault_spec.name, fault_spec.options), self.suite.bers)
+        return self.fault_model(fault_spec).cell_bers(self.suite.bers)
 
     def clean_cell_ids(self, group: Group) -> list[str]:
         """The BER-0 cell of each fault model."""

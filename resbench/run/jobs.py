@@ -26,27 +26,32 @@ import dataclasses
 import functools
 import json
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from resbench.activation_faults import ActivationFaultModel
-from resbench.cache import ArtifactCache, MissingArtifact
+from resbench.cache import ArtifactCache
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import DatasetSplits, load_dataset
-from resbench.errors import PluginError, ResbenchError, blame_plugin
-from resbench.estimator import CellDesign, effective_sampling, zero_flip_probability
-from resbench.faults import FaultModel, resolve_fault_model
-from resbench.faultspace import FaultSpace
-from resbench.formats import NumberFormat, resolve_format
-from resbench.injection import Injector
-from resbench.measures import baseline_checksum, chance_accuracy, interleaved_timing
+from resbench.engine.activation_faults import ActivationFaultModel
+from resbench.engine.estimator import CellDesign, effective_sampling, zero_flip_probability
+from resbench.engine.evaluation import (
+    EvaluationData,
+    load_evaluation_data,
+    predict_logits,
+    predictions_of,
+    trial_metrics,
+)
+from resbench.engine.faults import FaultModel
+from resbench.engine.faultspace import FaultSpace
+from resbench.engine.formats import NumberFormat
+from resbench.engine.injection import Injector
+from resbench.errors import PluginError, blame_plugin
 from resbench.methods.base import Method, PrepareContext, defines_fit
 from resbench.models import build_model, load_checkpoint
 from resbench.plugins import get_registries
@@ -54,14 +59,14 @@ from resbench.registry import Built
 from resbench.run.activation_campaign import prepare_activation_campaign, run_activation_campaign
 from resbench.run.campaign import CampaignPlan, CleanReference, TrialBatch, run_campaign
 from resbench.run.cells import CellKeys, Group, StoredTrials
-from resbench.run.evaluation import EvaluationData, load_evaluation_data, predict_logits, predictions_of, trial_metrics
-from resbench.run.store import CellFailure, CellRecord, TrialRow
+from resbench.run.failures import PHASE_FAMILY, Failed, failures
+from resbench.run.measures import baseline_checksum, chance_accuracy, interleaved_timing
+from resbench.run.store import CellRecord, TrialRow
 from resbench.training import load_or_train_baseline
 
 __all__ = [
     "BaselineJob",
     "CellsReady",
-    "Failed",
     "GroupJob",
     "Job",
     "JobContext",
@@ -118,15 +123,6 @@ class PhaseTime:
 
     phase: str
     seconds: float
-
-
-@dataclass(frozen=True)
-class Failed:
-    """Cells that could not be measured, with the phase, the plugin to blame and the error; ``details``
-    is the traceback, for the driver's log (``resbench -v``)."""
-
-    failures: tuple[CellFailure, ...]
-    details: str = ""
 
 
 JobOutput = CellsReady | TrialRow | PhaseTime | Failed
@@ -250,7 +246,7 @@ def prepare(
     """
     started = time.perf_counter()
     method: Method = built.value
-    number_format = resolve_format(group.format_spec.name, group.format_spec.options)
+    number_format = context.keys.number_format(group.format_spec)
     prepare_context = _prepare_context(context, splits, number_format)
     plugin, item = built.entry.plugin, f"method {built.entry.name!r}"
     with blame_plugin(plugin, item, "build"):
@@ -314,32 +310,64 @@ def campaign(
     campaign yields rows only. ``batch``, when given, is the only trials to run (see :class:`GroupJob`).
     ``train`` (the training split) is where activation faults in a scaled format profile their ranges.
     """
-    fault_model = resolve_fault_model(fault_spec.name, fault_spec.options)
+    fault_model = context.keys.fault_model(fault_spec)
     fault_entry, _ = get_registries().faults.resolve(fault_spec.name)
     keys = context.keys
     bers = keys.bers(fault_spec)
-    # -- activation target: hooks on operator outputs, faults per image (resbench.run.activation_campaign) --
-    activations = None
-    if isinstance(fault_model, ActivationFaultModel):
-        activations = prepare_activation_campaign(deployed.model, fault_model, data, train, context.suite.seed)
-    clean = deployed.clean if activations is None else activations.clean
+    trials = _TRIAL_LOOPS[fault_model.target](deployed, fault_model, data, train, context.suite.seed)
     try:
         cell_ids = [keys.cell_id(group, fault_spec, ber) for ber in bers]
         sampling = effective_sampling(context.suite.trials.sampling, fault_model)
         designs = _designs(sampling, fault_model, deployed, bers)
         if template is not None:
-            yield _cells_ready(context, group, fault_spec, template, sampling, designs, clean)
+            yield _cells_ready(context, group, fault_spec, template, sampling, designs, trials.clean)
         plan = CampaignPlan(bers, cell_ids, context.suite.trials, functools.partial(keys.trial_seed, group, fault_spec),
                             designs=designs, conditional=sampling == "conditional",
                             fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"), batch=batch)
         stored = {cell_id: dict(done.get(cell_id, {})) for cell_id in cell_ids}
-        if activations is not None:
-            yield from run_activation_campaign(activations, plan, stored)
-            return
-        yield from run_campaign(deployed.model, deployed.injector, fault_model, data, deployed.clean, plan, stored)
+        yield from trials.run(plan, stored)
     finally:
-        if activations is not None:
-            activations.close()
+        trials.close()
+
+
+class _WeightTrials:
+    """The trial loop of weight faults (:mod:`resbench.run.campaign`): faults in the deployed stored tensors."""
+
+    def __init__(self, deployed: Deployed, fault_model: FaultModel, data: EvaluationData,
+                 train: Dataset[Any] | None, seed: int) -> None:
+        self.deployed, self.fault_model, self.data = deployed, fault_model, data
+        self.clean = deployed.clean
+
+    def run(self, plan: CampaignPlan, stored: StoredTrials) -> Iterator[TrialRow]:
+        deployed = self.deployed
+        return run_campaign(deployed.model, deployed.injector, self.fault_model, self.data, deployed.clean, plan,
+                            stored)
+
+    def close(self) -> None:
+        """Nothing to undo: every trial restores the bits it flipped."""
+
+
+class _ActivationTrials:
+    """The trial loop of activation faults (:mod:`resbench.run.activation_campaign`): hooks on operator
+    outputs, faults drawn per image; the hooks go when the campaign closes."""
+
+    def __init__(self, deployed: Deployed, fault_model: FaultModel, data: EvaluationData,
+                 train: Dataset[Any] | None, seed: int) -> None:
+        activation_model = cast(ActivationFaultModel, fault_model)  # its target says so
+        self.campaign = prepare_activation_campaign(deployed.model, activation_model, data, train, seed)
+        self.clean = self.campaign.clean
+
+    def run(self, plan: CampaignPlan, stored: StoredTrials) -> Iterator[TrialRow]:
+        return run_activation_campaign(self.campaign, plan, stored)
+
+    def close(self) -> None:
+        self.campaign.close()
+
+
+#: The trial loop of each fault target.
+_TRIAL_LOOPS: dict[str, type[_WeightTrials] | type[_ActivationTrials]] = {
+    "weights": _WeightTrials, "activations": _ActivationTrials,
+}
 
 
 def _cells_ready(context: JobContext, group: Group, fault_spec: ComponentSpec, template: CellRecord, sampling: str,
@@ -368,67 +396,6 @@ def _designs(sampling: str, fault_model: FaultModel, deployed: Deployed, bers: l
     return [CellDesign(zero_flip_probability(bits, ber), clean) for ber in bers]
 
 
-# -- failures -------------------------------------------------------------------------------------------------
-
-
-def _error_text(error: BaseException) -> str:
-    """One line: resbench's own errors (a plugin named, bad input) as they are, others with their type."""
-    if isinstance(error, ResbenchError):
-        return " ".join(str(error).split())
-    first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
-
-
-def _culprit(error: BaseException, group: Group, default_family: str) -> str:
-    """The plugin whose code raised ``error``: the deepest traceback frame in a module of one of the
-    group's items (method, model, dataset, format, fault models); else the plugin of the phase's item."""
-    if isinstance(error, PluginError):
-        return error.plugin
-    if isinstance(error, MissingArtifact):  # the cluster's set-up, no plugin's doing
-        return "resbench"
-    registries = get_registries()
-    specs = {"methods": group.method_spec, "models": group.model_spec, "datasets": group.dataset_spec,
-             "formats": group.format_spec}
-    owners: dict[str, str] = {}
-    default = ""
-    for family, spec in specs.items():
-        try:
-            entry = getattr(registries, family).resolve(spec.name)[0]
-        except Exception:  # a name that no longer resolves blames nobody
-            continue
-        owners[getattr(entry.item, "__module__", "")] = entry.plugin
-        info = registries.plugins.get(entry.plugin)
-        if info is not None and not info.builtin:  # a third-party package owns all its modules
-            owners[info.module.split(".")[0]] = entry.plugin
-        if family == default_family:
-            default = entry.plugin
-    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
-        module = str(frame.f_globals.get("__name__", ""))
-        for candidate in (module, module.split(".")[0]):
-            if candidate in owners:
-                return owners[candidate]
-    return default or "resbench"
-
-
-def _failures(context: JobContext, group: Group, phase: str, error: BaseException, default_family: str,
-              faults: list[ComponentSpec] | None = None) -> Failed:
-    """A :class:`Failed` for every cell of ``group`` (of ``faults``, default all fault models)."""
-    plugin = _culprit(error, group, default_family)
-    text = _error_text(error)
-    failures = [
-        CellFailure(context.keys.cell_id(group, fault_spec, ber), group.method_spec.label, group.model_spec.label,
-                    group.dataset_spec.label, group.format_spec.label, fault_spec.label, ber, phase, plugin, text)
-        for fault_spec in (faults if faults is not None else context.suite.faults)
-        for ber in [0.0, *context.keys.bers(fault_spec)]
-    ]
-    details = "".join(traceback.format_exception(error))
-    return Failed(tuple(failures), details)
-
-
-_PHASE_FAMILY = {"load": "datasets", "baseline": "models", "prepare": "methods", "deploy": "formats",
-                 "campaign": "methods"}
-
-
 # -- jobs -----------------------------------------------------------------------------------------------------
 
 
@@ -454,7 +421,7 @@ class _BeforeGroups(_Scheduled):
 
     def _failed(self, phase: str, error: BaseException) -> Iterator[JobOutput]:
         for group in self.groups:
-            yield _failures(self.context, group, phase, error, _PHASE_FAMILY[phase])
+            yield failures(self.context.keys, group, phase, error, PHASE_FAMILY[phase])
 
     def lost(self, reason: str) -> Iterator[JobOutput]:
         """Failures for every cell of the job, when its worker was lost for good."""
@@ -538,7 +505,7 @@ class GroupJob(_Scheduled):
             yield PhaseTime("prepare", time.perf_counter() - started)
             phase = "deploy"
             started = time.perf_counter()
-            number_format = resolve_format(group.format_spec.name, group.format_spec.options)
+            number_format = context.keys.number_format(group.format_spec)
             if "deployed" not in deployment:
                 with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
                     deployment["deployed"] = deploy(context, prepared, number_format, data)
@@ -550,7 +517,7 @@ class GroupJob(_Scheduled):
             yield PhaseTime("deploy", time.perf_counter() - started)
         except Exception as error:  # confined to this group's cells
             _loaded.pop("deployment", None)
-            yield _failures(context, group, phase, error, _PHASE_FAMILY[phase])
+            yield failures(context.keys, group, phase, error, PHASE_FAMILY[phase])
             return
         for fault_spec in context.suite.faults:
             batch = None if self.batches is None else self.batches.get(fault_spec.label, ())
@@ -562,7 +529,7 @@ class GroupJob(_Scheduled):
                                     batch)
             except Exception as error:  # confined to this fault model's cells
                 _loaded.pop("deployment", None)  # a model left mid-trial is deployed afresh by the next job
-                yield _failures(context, group, "campaign", error, "methods", faults=[fault_spec])
+                yield failures(context.keys, group, "campaign", error, "methods", faults=[fault_spec])
             yield PhaseTime("campaign", time.perf_counter() - started)
 
     def _template(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module,
@@ -600,7 +567,7 @@ class GroupJob(_Scheduled):
         faults = None
         if self.batches is not None and not self.describe:
             faults = [spec for spec in self.context.suite.faults if spec.label in self.batches]
-        yield _failures(self.context, self.group, "campaign", RuntimeError(reason), "methods", faults=faults)
+        yield failures(self.context.keys, self.group, "campaign", RuntimeError(reason), "methods", faults=faults)
 
 
 Job = BaselineJob | PrepareJob | GroupJob

@@ -29,23 +29,19 @@ from typing import Any, cast
 import torch
 from tqdm import tqdm
 
-from resbench.activation_faults import ActivationFaultModel, check_fault_target
 from resbench.cache import ArtifactCache
-from resbench.config import Suite, check_suite_names
+from resbench.config import Suite
 from resbench.datasets import DatasetSplits, load_dataset
-from resbench.errors import UsageError
-from resbench.faultspace import FaultSpaceLayout, FaultSpaceOptions
-from resbench.formats import resolve_format
+from resbench.engine.faultspace import FaultSpaceOptions
 from resbench.methods.base import Method, defines_fit
 from resbench.options import validate_options
 from resbench.plugins import get_registries
-from resbench.provenance import collect_provenance
 from resbench.run.batches import TrialBatches
 from resbench.run.cells import CellKeys, Group, StoredTrials
+from resbench.run.failures import Failed
 from resbench.run.jobs import (
     BaselineJob,
     CellsReady,
-    Failed,
     GroupJob,
     Job,
     JobContext,
@@ -56,9 +52,11 @@ from resbench.run.jobs import (
     baseline,
     resolve_method,
 )
+from resbench.run.provenance import collect_provenance
 from resbench.run.store import CellFailure, ResultStore, TrialRow
+from resbench.run.validation import check_suite
 
-__all__ = ["RunSettings", "RunSummary", "check_fault_formats", "run_suite"]
+__all__ = ["RunSettings", "RunSummary", "run_suite"]
 
 logger = logging.getLogger(__name__)
 FLUSH_SECONDS = 2.0
@@ -303,27 +301,9 @@ class _Driver:
         self.progress.update(1)
 
 
-def check_fault_formats(suite: Suite, source: str) -> None:
-    """Check each fault model against each number format (bit fields, positions) before any work."""
-    registries = get_registries()
-    for format_spec in suite.formats:
-        number_format = resolve_format(format_spec.name, format_spec.options)
-        layout = FaultSpaceLayout(("probe",), (1,), number_format.bits_per_element, number_format.bit_fields())
-        for fault_spec in suite.faults:
-            fault_model = registries.faults.build(fault_spec.name, fault_spec.options, where=source).value
-            check_fault_target(fault_model, f"{source}: fault model {fault_spec.label}")
-            if isinstance(fault_model, ActivationFaultModel):  # checked against its own activation format
-                continue
-            try:
-                fault_model.allowed_bits(layout)
-            except UsageError as error:
-                raise UsageError(f"{source}: with format {format_spec.label}: {error}") from None
-
-
 def run_suite(suite: Suite, settings: RunSettings, source: str = "suite") -> RunSummary:
     """Run every cell of ``suite`` that the store does not hold yet; returns what was done."""
-    check_suite_names(suite, source)
-    check_fault_formats(suite, source)
+    check_suite(suite, source)
     if not suite.seeds:
         return _Driver(suite, settings).run()
     # Several seeds: each trains its own baseline and prepares its own methods; trials pair within a seed.

@@ -122,7 +122,7 @@ class CellRecord:
     """What a cell is (its definition) and what is known about it before any trial.
 
     ``fault_space`` lists the stored tensors faults may hit (JSON: name, kind, shape). ``sampling`` is
-    the campaign design (:mod:`resbench.estimator`): for ``conditional`` cells the stored trial
+    the campaign design (:mod:`resbench.engine.estimator`): for ``conditional`` cells the stored trial
     accuracies are conditional on at least one flip and ``zero_flip_probability`` is P(K = 0).
     ``chance_accuracy`` is the accuracy of always predicting the test split's most frequent class;
     ``baseline_checksum`` the SHA-256 of the trained baseline's weights; ``timing`` the interleaved

@@ -6,7 +6,7 @@ imports it and calls every hook implementation it finds here. Copy this package 
 
 from __future__ import annotations
 
-from resbench.formats import NumberFormat
+from resbench.engine.formats import NumberFormat
 from resbench.hookspecs import Register
 from resbench.plugins import hookimpl
 

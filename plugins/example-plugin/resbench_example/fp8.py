@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
-from resbench.formats import NumberFormat
+from resbench.engine.formats import NumberFormat
 from resbench.options import Options
 
 __all__ = ["FP8E4M3", "FP8E4M3Options"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from resbench.formats import resolve_format
+from resbench.engine.formats import resolve_format
 from resbench.plugins import DISABLE_PLUGINS_VARIABLE, get_registries, reset_registries
 
 from resbench_example import FP8E4M3

@@ -1,0 +1,121 @@
+"""Suite validation: the one place that checks a suite before any work, for ``validate`` and ``run``.
+
+:func:`check_suite` finds every problem of a parsed suite that can be found without running it (names
+that no plugin registers, options an item rejects, ``fault_space`` and ``training`` settings, each fault
+model against each number format) and raises one :class:`UsageError` listing them, one line each.
+:func:`resolve_fault_models` and :func:`resolve_formats` are where a suite's fault and format specs become
+objects (a run keeps them in its :class:`~resbench.run.cells.CellKeys`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from resbench.config import ComponentSpec, Suite
+from resbench.engine.faults import FaultModel
+from resbench.engine.faultspace import FaultSpaceOptions
+from resbench.engine.formats import NumberFormat
+from resbench.errors import UsageError
+from resbench.options import validate_options
+from resbench.plugins import get_registries
+from resbench.training import TrainingOptions
+
+__all__ = ["SuiteSize", "check_suite", "resolve_fault_models", "resolve_formats"]
+
+#: Suite fields naming plugin items, and the registry (family) of each.
+_FAMILY_OF_FIELD = {"methods": "methods", "models": "models", "datasets": "datasets", "formats": "formats",
+                    "faults": "faults"}
+
+
+def resolve_fault_models(suite: Suite, source: str = "suite") -> dict[str, FaultModel]:
+    """The suite's fault models, by spec label (built with their options)."""
+    registries = get_registries()
+    return {spec.label: registries.faults.build(spec.name, spec.options, where=f"{source}: {spec.label}").value
+            for spec in suite.faults}
+
+
+def resolve_formats(suite: Suite, source: str = "suite") -> dict[str, NumberFormat]:
+    """The suite's number formats, by spec label (built with their options)."""
+    registries = get_registries()
+    return {spec.label: registries.formats.build(spec.name, spec.options, where=f"{source}: {spec.label}").value
+            for spec in suite.formats}
+
+
+def check_suite(suite: Suite, source: str) -> None:
+    """Every problem of ``suite`` found before any work, in one :class:`UsageError` (one line each)."""
+    problems = [*_name_problems(suite, source), *_settings_problems(suite, source)]
+    if not problems:
+        problems = _fault_problems(suite, source)
+    if problems:
+        raise UsageError("\n".join(problems))
+
+
+def _name_problems(suite: Suite, source: str) -> list[str]:
+    """Names that no plugin registers and options an item rejects."""
+    registries = get_registries()
+    specs: list[tuple[str, ComponentSpec]] = [
+        (f"{field}[{index}]", spec) for field in _FAMILY_OF_FIELD for index, spec in enumerate(getattr(suite, field))
+    ]
+    specs.append(("executor", suite.executor))
+    problems = []
+    for where, spec in specs:
+        family = where.split("[")[0]
+        registry = getattr(registries, "executors" if family == "executor" else _FAMILY_OF_FIELD[family])
+        try:
+            registry.options_for(spec.name, spec.options, where=f"{source}: {where} ({spec.name})")
+        except UsageError as error:
+            message = str(error)
+            problems.append(message if message.startswith(source) else f"{source}: {where}: {message}")
+    return problems
+
+
+def _settings_problems(suite: Suite, source: str) -> list[str]:
+    """Problems with ``fault_space`` and ``training``, found before any work rather than mid-run."""
+    # Every training option has a default (a model family's recipe only changes defaults), so the
+    # overrides are valid alone exactly when they are valid for every model.
+    settings: list[tuple[str, type[Any], dict[str, Any]]] = [
+        ("fault_space", FaultSpaceOptions, suite.fault_space),
+        ("training", TrainingOptions, suite.training),
+    ]
+    problems = []
+    for key, model, options in settings:
+        try:
+            validate_options(model, options, f"{source}: {key}")
+        except UsageError as error:
+            problems.append(str(error))
+    return problems
+
+
+def _fault_problems(suite: Suite, source: str) -> list[str]:
+    """Each fault model against each number format (targets, bit fields, positions, operators)."""
+    problems, seen = [], set()
+    fault_models = resolve_fault_models(suite, source)
+    number_formats = resolve_formats(suite, source)
+    for format_spec in suite.formats:
+        number_format = number_formats[format_spec.label]
+        for fault_spec in suite.faults:
+            try:
+                fault_models[fault_spec.label].check(number_format)
+            except UsageError as error:
+                if (fault_spec.label, str(error)) not in seen:  # a problem of every format is said once
+                    seen.add((fault_spec.label, str(error)))
+                    problems.append(f"{source}: fault model {fault_spec.label} with format {format_spec.label}: "
+                                    f"{error}")
+    return problems
+
+
+class SuiteSize:
+    """How many cells a suite makes: groups (method x model x dataset x format) times, per group, a faulty
+    cell per fault model and BER (one for one fault per inference) and a clean cell per fault model."""
+
+    def __init__(self, suite: Suite) -> None:
+        self.groups = math.prod(len(items) for items in (suite.methods, suite.models, suite.datasets, suite.formats))
+        self.faulty = sum(len(model.cell_bers(suite.bers)) for model in resolve_fault_models(suite).values())
+        self.clean = len(suite.faults)
+
+    @property
+    def cells(self) -> int:
+        """Every cell of one seed."""
+        return self.groups * (self.faulty + self.clean)
+

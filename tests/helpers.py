@@ -1,0 +1,86 @@
+"""Helpers shared by the tests: store records, a store of given trial accuracies, a tiny suite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+
+from resbench.run.store import CellRecord, ResultStore, TrialRow
+
+__all__ = ["PROVENANCE", "ROW_COLUMNS", "TINY_SUITE", "make_cell", "make_trial", "rows", "store_with"]
+
+PROVENANCE = {
+    "suite": "t",
+    "suite_version": 1,
+    "started": "2026-01-01T00:00:00",
+    "resbench_version": "0",
+    "plugins": {"p": "1"},
+    "git_revision": None,
+    "torch_version": "x",
+    "device": "cpu",
+    "command": "test",
+}
+
+
+def make_cell(cell_id: str, method: str = "none", ber: float = 1e-5, **overrides: object) -> CellRecord:
+    values: dict[str, object] = {
+        "cell_id": cell_id, "method": method, "model": "m", "dataset": "d", "format": "fp32",
+        "fault_model": "bitflip", "ber": ber, "seed": 0, "definition": "{}", "method_plugin": "p",
+        "citation": "c", "notes": "", "stored_bits": 3200, "baseline_bits": 3200, "fault_space": "[]",
+        "eval_samples": 10,
+        "clean_eval_seconds": 1.0, "baseline_eval_seconds": 1.0, "prepare_seconds": 0.0,
+        "chance_accuracy": 10.0,
+    }
+    values.update(overrides)
+    return CellRecord(**values)  # type: ignore[arg-type]
+
+
+def make_trial(cell_id: str, trial: int, accuracy: float, flips: int = 1) -> TrialRow:
+    return TrialRow(cell_id, trial, trial, accuracy, 0.0, 0.0, 0.0, flips, False, 0.01, (flips,) + (0,) * 31,
+                    {"fc.weight": flips} if flips else {})
+
+
+#: Every column of a trial row that the computation determines (``seconds`` and ``run_id`` do not).
+ROW_COLUMNS = ("cell_id, trial, seed, accuracy, sdc_rate, critical_sdc_rate, due_rate, flips, reused, "
+               "flips_per_bit, flips_per_tensor")
+
+
+def rows(store: Path) -> pd.DataFrame:
+    """The store's trial rows, ordered, without timings (read-only, so a running writer is undisturbed)."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as connection:
+        frame = pd.read_sql_query(f"SELECT {ROW_COLUMNS} FROM trials ORDER BY cell_id, trial", connection)
+    connection.close()
+    return frame
+
+
+def store_with(path: Path, curves: dict[str, tuple[float, dict[float, list[float]]]], seed: int = 0,
+                flips: int = 1, **cell_fields: object) -> None:
+    """Cells of one setup: per method a clean row and the given trial accuracies per BER."""
+    with ResultStore(path) as store:
+        run_id = store.start_run(PROVENANCE)
+        for method, (clean, curve) in curves.items():
+            for ber, accuracies in [(0.0, [clean]), *curve.items()]:
+                cell_id = f"{method}-{ber}-{seed}"
+                definition = json.dumps({"method": method, "ber": ber, "seed": seed})
+                store.upsert_cell(make_cell(cell_id, method, ber, seed=seed, definition=definition, **cell_fields),
+                                  run_id)
+                store.add_trials([make_trial(cell_id, i, a, flips=0 if ber == 0 else flips)
+                                  for i, a in enumerate(accuracies)], run_id)
+
+
+#: A tiny suite file: one synthetic dataset, the test MLP, fp16, a few trials.
+TINY_SUITE = """\
+version: 1
+name: tiny-cli
+datasets: [{name: synthetic, train_size: 128, test_size: 32, separation: 3.0}]
+models: [test-mlp]
+methods: [none]
+formats: [fp16]
+faults: [bitflip]
+bers: [1.0e-3, 1.0e-2]
+trials: 3
+training: {epochs: 1}
+"""

@@ -10,7 +10,7 @@ import pandas as pd
 
 from resbench.run.store import CellRecord, ResultStore, TrialRow
 
-__all__ = ["PROVENANCE", "ROW_COLUMNS", "TINY_SUITE", "make_cell", "make_trial", "rows", "store_with"]
+__all__ = ["CURVES", "PROVENANCE", "ROW_COLUMNS", "TINY_SUITE", "make_cell", "make_trial", "rows", "store_with"]
 
 PROVENANCE = {
     "suite": "t",
@@ -22,6 +22,13 @@ PROVENANCE = {
     "torch_version": "x",
     "device": "cpu",
     "command": "test",
+}
+
+
+#: Two methods' clean accuracy and trial accuracies per BER: a small leaderboard with a clear order.
+CURVES = {
+    "none": (99.0, {1e-6: [99.0, 98.0, 99.0], 1e-5: [90.0, 80.0, 70.0], 1e-4: [10.0, 10.0, 10.0]}),
+    "guard": (98.0, {1e-6: [98.0, 98.0, 98.0], 1e-5: [97.5, 97.0, 97.5], 1e-4: [60.0, 50.0, 40.0]}),
 }
 
 

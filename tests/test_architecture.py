@@ -148,3 +148,12 @@ def test_relative_and_function_level_imports_are_read(tmp_path: Path) -> None:
     found = set(imports_of(source, "resbench.engine.module"))
     assert {"resbench.run", "resbench.run.runner", "resbench.engine.sibling"} <= found
     assert not any(name.startswith("resbench.cli") for name in found)
+
+
+def test_tests_share_helpers_through_one_module_only() -> None:
+    """A test module imports ``tests.helpers``, never another test module."""
+    borrowed = [f"{path.relative_to(ROOT)} -> {imported}"
+                for path in sorted((ROOT / "tests").rglob("*.py"))
+                for imported in imports_of(path, "tests." + path.stem)
+                if imported.startswith("tests.") and not imported.startswith("tests.helpers")]
+    assert borrowed == []

@@ -20,14 +20,10 @@ from resbench.report.renderers import render_csv, render_html, render_json, rend
 from resbench.report.tables import LeaderboardTable, build_leaderboard
 from resbench.run.store import ResultStore
 from resbench.statistics import wilson_interval
-from tests.helpers import PROVENANCE, make_cell, make_trial, store_with
+from tests.helpers import CURVES, PROVENANCE, make_cell, make_trial, store_with
 
 BERS = [1e-6, 1e-5, 1e-4]
 # method -> (clean accuracy, trial accuracies per BER)
-CURVES = {
-    "none": (99.0, {1e-6: [99.0, 98.0, 99.0], 1e-5: [90.0, 80.0, 70.0], 1e-4: [10.0, 10.0, 10.0]}),
-    "guard": (98.0, {1e-6: [98.0, 98.0, 98.0], 1e-5: [97.5, 97.0, 97.5], 1e-4: [60.0, 50.0, 40.0]}),
-}
 
 
 @pytest.fixture

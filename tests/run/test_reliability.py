@@ -147,8 +147,7 @@ def test_a_model_saved_whole_is_said_to_hold_python_objects(tmp_path: Path, caps
 def _store(folder: Path) -> Path:
     """A small store with two methods over three BERs."""
     from resbench.run.store import ResultStore
-    from tests.test_leaderboard import CURVES
-    from tests.test_store import PROVENANCE, make_cell, make_trial
+    from tests.helpers import CURVES, PROVENANCE, make_cell, make_trial
 
     path = folder / "r.sqlite"
     with ResultStore(path) as store:

@@ -34,7 +34,7 @@ from resbench.methods.bound_training import train_bounds, validation_accuracy
 from resbench.options import Options
 from resbench.plugins import hookimpl
 
-__all__ = ["FitAct", "FitActPostTrain", "FitReLU", "FitReLUActivation", "register_activation_schemes",
+__all__ = ["FitAct", "FitActPostTrain", "FitReLU", "FitReLUActivation", "fitrelu", "register_activation_schemes",
            "register_methods", "register_threshold_optimizers"]
 
 FITACT = Citation(
@@ -58,7 +58,9 @@ class FitReLUActivation(BoundedActivation):
 
     Equivalently ``y = a * (1 - sigmoid(slope * (a - b))) = a * sigmoid(slope * (b - a))`` with
     ``a = act(x)``: about ``a`` below the bound, about 0 above it, and differentiable in ``b`` (so bounds
-    can be trained).
+    can be trained). Above the bound the output is 0 for every input, +inf included, where the smooth
+    form would compute ``inf * 0 = NaN`` (the papers' intent, zero above the bound; their Q15.16 values
+    have no inf, a faulty fp32/fp16/bf16 pre-activation can). A NaN input stays NaN, as in Clip-Act.
     """
 
     def __init__(self, activation: nn.Module, shape: Sequence[int], slope: float) -> None:
@@ -66,7 +68,15 @@ class FitReLUActivation(BoundedActivation):
         self.slope = slope
 
     def limit(self, activated: torch.Tensor) -> torch.Tensor:
-        return activated * torch.sigmoid(self.slope * (self.bound - activated))
+        return fitrelu(activated, self.bound, self.slope)
+
+
+def fitrelu(activated: torch.Tensor, bound: torch.Tensor, slope: float) -> torch.Tensor:
+    """``a * sigmoid(slope * (b - a))`` (FitAct eq. 6) where that is finite; 0 where it is not and ``a > b``."""
+    infinite_above = torch.isinf(activated) & (activated > bound)
+    finite = torch.where(infinite_above, torch.zeros_like(activated), activated)
+    smooth = finite * torch.sigmoid(slope * (bound - finite))
+    return torch.where(infinite_above, torch.zeros_like(smooth), smooth)
 
 
 class FitReLU(ActivationScheme):

@@ -36,6 +36,7 @@ from resbench.methods.components import (
     ThresholdOptimizer,
     bound_shape,
 )
+from resbench.methods.guards import check_finite
 from resbench.options import Options
 from resbench.registry import Built
 
@@ -162,6 +163,8 @@ class Recipe(Method):
 
     def fit(self, model: nn.Module, context: PrepareContext) -> dict[str, Any]:
         optimizer: ThresholdOptimizer = self.optimizer.value
-        with blame_plugin(self.optimizer.entry.plugin, f"threshold optimizer {self.optimizer.entry.name!r}", "fit"):
+        label = f"threshold optimizer {self.optimizer.entry.name!r}"
+        with blame_plugin(self.optimizer.entry.plugin, label, "fit"):
             metrics = optimizer.fit(model, activation_call_sites(model), context)
+        check_finite(model, self.optimizer.entry.plugin, label, "fit")
         return dict(metrics)

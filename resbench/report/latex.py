@@ -68,16 +68,27 @@ def _footnote(table: LeaderboardTable) -> str:
             rf"bold.{tied}")
 
 
+def _method_notes(table: LeaderboardTable) -> str:
+    """How each method's setting differs from its paper, as a footnote paragraph ('' when none has notes)."""
+    if not table.method_notes:
+        return ""
+    notes = "; ".join(rf"\textit{{{latex_escape(method)}}}: {latex_escape(text)}"
+                      for method, text in table.method_notes)
+    return rf"\par\footnotesize Notes: {notes}."
+
+
 def _table(table: LeaderboardTable) -> str:
     if table.target == "activations":
-        return activation_latex_table(table)
+        notes = _method_notes(table)
+        return activation_latex_table(table).replace("\\end{table}", f"{notes}\n\\end{{table}}" if notes else
+                                                     "\\end{table}", 1)
     header = ["Method", "Clean", *(latex_escape(format_ber(ber)) for ber in table.bers)]
     caption = (f"Accuracy (\\%) of {latex_escape(table.model)} on {latex_escape(table.dataset)} under bit flips "
                f"in {latex_escape(table.format)} weights, by bit-error rate (resbench).")
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{_label(table)}}}",
              rf"\begin{{tabular}}{{l{'r' * (len(header) - 1)}}}", r"\toprule",
              " & ".join(header) + r" \\", r"\midrule", *_rows(table), r"\bottomrule", r"\end{tabular}",
-             r"\par\smallskip", _footnote(table), r"\end{table}", ""]
+             r"\par\smallskip", _footnote(table), *filter(None, [_method_notes(table)]), r"\end{table}", ""]
     return "\n".join(lines)
 
 

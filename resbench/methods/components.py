@@ -194,13 +194,16 @@ def set_profiled_bounds(
     ceil: bool = False,
 ) -> dict[str, ActivationProfile]:
     """Set every bound of ``sites`` to its profiled maximum over a seeded random ``fraction`` of the
-    training split (all bounds are profiled together, unbounded, then set). Returns the profiles."""
+    training split, read with the evaluation transforms (``context.profiling``: no random crop or flip,
+    as Ranger and the reference toolbox profile), so the bounds are the same, bit for bit, for a seed.
+    All bounds are profiled together, unbounded, then set. Returns the profile of each site: the
+    statistics of its output over those images (:class:`ActivationProfile`), by call-site name."""
     modules = bounded_sites(model, sites)
     with torch.no_grad():
         for module in modules.values():
             module.bound.fill_(math.inf)
-    size = max(1, round(fraction * len(context.train)))  # type: ignore[arg-type]
-    data = random_subset(context.train, size, context.seed)
+    size = max(1, round(fraction * len(context.profiling)))  # type: ignore[arg-type]
+    data = random_subset(context.profiling, size, context.seed)
     profiles = profile_activations(model, data, context.device, sites=list(sites), batch_size=context.batch_size,
                                    seed=context.seed, value_samples=0)
     with torch.no_grad():

@@ -217,6 +217,7 @@ def _prepare_context(context: JobContext, splits: DatasetSplits, number_format: 
         fault_space=context.keys.space_options,
         batch_size=context.suite.eval_batch_size,
         progress=context.settings.progress,
+        train_plain=splits.train_plain,
     )
 
 
@@ -562,8 +563,8 @@ class GroupJob(_Scheduled):
                 continue
             started = time.perf_counter()
             try:
-                yield from campaign(context, group, fault_spec, deployed, data, template, self.done, splits.train,
-                                    batch)
+                yield from campaign(context, group, fault_spec, deployed, data, template, self.done,
+                                    splits.profiling, batch)
             except Exception as error:  # confined to this fault model's cells
                 _loaded.pop("deployment", None)  # a model left mid-trial is deployed afresh by the next job
                 yield _failures(context, group, "campaign", error, "methods", faults=[fault_spec])

@@ -50,6 +50,15 @@ def _aliases(output: torch.Tensor, inputs: tuple[Any, ...]) -> bool:
     return any(isinstance(item, torch.Tensor) and item.untyped_storage().data_ptr() == pointer for item in inputs)
 
 
+def _before_bound(model: nn.Module, call_site: str) -> str:
+    """Where a fault in a call site's output lands: the original activation's output, before a bound (as
+    in Ranger, Chen et al. 2021, whose clamp follows the faulty ReLU), so the bound can act on it."""
+    from resbench.methods.components import BoundedActivation  # methods build on the engine: imported late
+
+    module = model.get_submodule(call_site)
+    return f"{call_site}.activation" if isinstance(module, BoundedActivation) else call_site
+
+
 class ActivationInjector:
     """Forward hooks that hold the chosen operator outputs in a number format and flip their bits.
 
@@ -70,7 +79,8 @@ class ActivationInjector:
         self.device = example.device
         self.scales: dict[str, torch.Tensor] = {}
         self.plan: BatchPlan = {}
-        chosen = select_operators(model, options, call_sites)
+        chosen = {_before_bound(model, name) if name in call_sites else name
+                  for name in select_operators(model, options, call_sites)}
         if not chosen:
             raise UsageError(f"fault model {fault_model.name}: no operator of the model matches operators "
                              f"{list(options.operators)} and names {list(options.names)}")

@@ -125,3 +125,12 @@ def test_method_notes_are_shown_in_markdown_html_and_latex(tmp_path: Path) -> No
     words = notes["ranger"].split()[:4]
     for text in (render_markdown(tables), render_html(tables), render_latex(tables)):
         assert " ".join(words) in text
+
+
+def test_each_row_shows_its_clean_accuracy_beside_the_unprotected_models(tmp_path: Path) -> None:
+    assert _run(tmp_path) == 0
+    rows = build_leaderboard(*_frames(tmp_path))[0].rows.set_index("method")
+    assert rows.loc["none", "clean_vs_none"] == 0
+    ranger, none = rows.loc["ranger"], rows.loc["none"]
+    assert ranger["clean_vs_none"] == ranger["clean_accuracy"] - none["clean_accuracy"]
+    assert "| clean vs none |" in render_markdown(build_leaderboard(*_frames(tmp_path)))

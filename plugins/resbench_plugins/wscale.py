@@ -127,8 +127,8 @@ class WeightScalingMethod(TransformMethod):
     citation = SCALING_CITATION
     notes = ("division right after the read (not moved to the logits); t per format: fixed point fills the "
              "range, floating point uses resbench's sweep-chosen default (the paper's t is not known). In a "
-             "short fixed-point format (q2.5) scaling also changes the resolution: compare its clean accuracy "
-             "with none's in the same table before reading gains as fault tolerance")
+             "short fixed-point format (q2.5) scaling also changes the resolution: the 'clean vs none' column "
+             "shows its clean accuracy beside the unscaled model's, read gains under faults against it")
 
     def transform_spec(self) -> ComponentSpec:
         return ComponentSpec(name="weight-scaling", options=self.options.model_dump(mode="json"))

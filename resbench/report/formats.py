@@ -67,7 +67,8 @@ def display_frame(table: LeaderboardTable) -> pd.DataFrame:
     several_seeds = len(table.seeds) > 1
     for _, row in table.rows.iterrows():
         shown: dict[str, str] = {"method": str(row["method"]), "rank": str(row["rank"]),
-                                 "clean": _number(row["clean_accuracy"])}
+                                 "clean": _number(row["clean_accuracy"]),
+                                 "clean vs none": _number(row.get("clean_vs_none", math.nan))}
         for ber in table.bers:
             shown[f"BER {format_ber(ber)}"] = _accuracy_with_ci(row, ber)
         shown["score"] = _with_interval(row["score"], row["score_low"], row["score_high"], 3)

@@ -463,6 +463,9 @@ def _table_frame(group_cells: pd.DataFrame, group_trials: pd.DataFrame, bers: li
     }
     _differences(results, bers)
     frame = pd.DataFrame([result.row for result in results.values()])
+    reference = results.get(REFERENCE_METHOD)
+    frame["clean_vs_none"] = (frame["clean_accuracy"] - reference.row["clean_accuracy"] if reference is not None
+                              else math.nan)
     frame = frame.sort_values("score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     ranks = _ranks(results, [str(method) for method in frame["method"]])
     frame.insert(0, "rank", [ranks[str(method)] for method in frame["method"]])

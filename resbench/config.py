@@ -15,6 +15,7 @@ from resbench.options import format_validation_error
 __all__ = [
     "SUITE_VERSION",
     "ComponentSpec",
+    "Guards",
     "Suite",
     "TrialPolicy",
     "load_suite",
@@ -89,6 +90,21 @@ class TrialPolicy(pydantic.BaseModel):
         return self.ci_halfwidth is not None
 
 
+class Guards(pydantic.BaseModel):
+    """Sanity guards on prepared methods (:mod:`resbench.methods.guards`): a method whose clean accuracy
+    falls further below the unprotected model's fails its cells instead of becoming a row."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    max_clean_drop: float = pydantic.Field(
+        default=5.0, ge=0, le=100,
+        description="points of clean accuracy a method may lose against the unprotected model in the same format",
+    )
+    accept_clean_drop: list[str] = pydantic.Field(
+        default_factory=list, description="methods (as written in the suite) whose larger clean drop is accepted",
+    )
+
+
 def _components(*names: str) -> Any:
     return pydantic.Field(default_factory=lambda: [ComponentSpec(name=name) for name in names], min_length=1)
 
@@ -120,6 +136,7 @@ class Suite(pydantic.BaseModel):
         default_factory=dict, description="overrides of the baseline training recipe (epochs, lr, ...)"
     )
     eval_batch_size: int = pydantic.Field(default=1024, ge=1, le=1_000_000)
+    guards: Guards = pydantic.Field(default_factory=Guards, description="sanity guards on prepared methods")
     executor: ComponentSpec = pydantic.Field(default_factory=lambda: ComponentSpec(name="local"))
 
     @pydantic.field_validator("bers")

@@ -23,7 +23,7 @@ import pluggy
 
 from resbench import __version__, hookspecs
 from resbench.errors import ResbenchError
-from resbench.registry import Registry
+from resbench.registry import DuplicateNameError, Registry
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -31,6 +31,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FAMILIES",
     "FAMILY_PRODUCTS",
+    "PluginConflictError",
     "PluginInfo",
     "PluginLoadError",
     "Registries",
@@ -99,6 +100,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 
 class PluginLoadError(ResbenchError):
     """A plugin could not be imported or registered."""
+
+
+class PluginConflictError(PluginLoadError):
+    """Two installed plugins register the same name in one family: the installation is bad input (exit 2)."""
+
+    exit_status = 2
 
 
 @dataclass
@@ -198,6 +205,9 @@ def _collect(manager: pluggy.PluginManager, plugins: dict[str, PluginInfo]) -> d
 
             try:
                 implementation.function(register=register)
+            except DuplicateNameError as error:
+                raise PluginConflictError(f"{error}; names are unique per family: uninstall one of the two "
+                                          "plugins, or rename the item in one of them") from error
             except Exception as error:
                 raise PluginLoadError(
                     f"plugin {plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}"

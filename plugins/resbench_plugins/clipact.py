@@ -74,6 +74,9 @@ class FtClipActSearchOptions(Options):
 
     bers: tuple[float, ...] = pydantic.Field(default=(1e-7, 1e-6, 3e-6, 1e-5, 3e-5),
                                              description="fault rates the score integrates over")
+    fault_model: str = pydantic.Field(
+        default="bitflip", description="weight fault model the candidates are scored under (the paper: bit flips; "
+        "the suite's fault model is not used, so one search serves every fault model)")
     draws: int = pydantic.Field(default=4, ge=1, le=10_000,
                                 description="fault draws per candidate and rate (the paper: 20)")
     candidates: int = pydantic.Field(default=4, ge=3, le=64, description="evenly spaced candidates per round")
@@ -84,6 +87,16 @@ class FtClipActSearchOptions(Options):
         default=None, ge=1, description="seeded random sample of the validation split to score on (all: None)")
     profile_fraction: float = pydantic.Field(default=0.2, gt=0, le=1,
                                              description="share of the training split profiled for the interval")
+
+    @pydantic.field_validator("fault_model")
+    @classmethod
+    def _known_fault_model(cls, name: str) -> str:
+        from resbench.plugins import get_registries
+
+        names = get_registries().faults.names()
+        if name not in names:
+            raise ValueError(f"unknown fault model {name!r}; fault models: {', '.join(names)}")
+        return name
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> FtClipActSearchOptions:
@@ -114,7 +127,7 @@ class _FaultScorer:
         validation = random_subset(context.validation, options.validation_samples, context.seed)
         self.data: EvaluationData = load_evaluation_data(validation, context.device, context.batch_size)
         bers = sorted(options.bers)
-        fault_model: FaultModel = resolve_fault_model("bitflip")
+        fault_model: FaultModel = resolve_fault_model(options.fault_model)
         self.draws: list[list[FaultSites]] = [
             fault_model.sample(self.injector.layout, bers, derive_seed("ftclipact-search", context.seed, draw))
             for draw in range(options.draws)
@@ -204,7 +217,8 @@ class ClipAct(Recipe):
     Options = ClipActOptions
     citation = CLIPACT
     notes = ("threshold search on the validation split with resbench's fault engine (bit flips in weights, in "
-             "the deployment format), 4 fault draws per candidate by default (the paper: 20)")
+             "the deployment format, as in the paper, whatever fault model the suite runs: optimizer option "
+             "fault_model changes it), 4 fault draws per candidate by default (the paper: 20)")
 
 
 @hookimpl

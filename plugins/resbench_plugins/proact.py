@@ -51,16 +51,17 @@ def _decades(largest: float, count: int) -> tuple[float, ...]:
 
 
 # Presets (METHODS.md, from the ProAct authors' two code versions):
-#   v1: AdamW (decoupled decay) over 4e-1 ... 4e-11, tolerance 1.5 points, lr 1e-2 for 15 epochs at scalar
-#       bounds and 1e-3 for 105 epochs at the neuron-wise last call site, loss 0.8 CE + 0.1 KD;
-#   v2: Adam (L2 decay) over 4e-5 ... 4e-15, tolerance 0.2 points, loss CE + KD, 105 epochs;
-#   fast: v1's optimizer and loss with three decays and one or two epochs, for CPU (LeNet-5 in about a minute).
+#   toolbox-v1: AdamW (decoupled decay) over 4e-1 ... 4e-11, tolerance 1.5 points, lr 1e-2 for 15 epochs at
+#       scalar bounds and 1e-3 for 105 epochs at the neuron-wise last call site, loss 0.8 CE + 0.1 KD;
+#   toolbox-v2: Adam (L2 decay) over 4e-5 ... 4e-15, tolerance 0.2 points, loss CE + KD, 105 epochs;
+#   fast: toolbox-v1's optimizer and loss with three decays and one or two epochs, for CPU (LeNet-5 in about a
+#       minute).
 PROACT_PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"decays": _decades(4e-1, 3), "tolerance": 1.5, "epochs": 1, "last_epochs": 2, "lr": 1e-2,
              "last_lr": 1e-2, "ce_weight": 0.8, "kd_weight": 0.1, "decoupled": True},
-    "v1": {"decays": _decades(4e-1, 11), "tolerance": 1.5, "epochs": 15, "last_epochs": 105, "lr": 1e-2,
+    "toolbox-v1": {"decays": _decades(4e-1, 11), "tolerance": 1.5, "epochs": 15, "last_epochs": 105, "lr": 1e-2,
            "last_lr": 1e-3, "ce_weight": 0.8, "kd_weight": 0.1, "decoupled": True},
-    "v2": {"decays": _decades(4e-5, 11), "tolerance": 0.2, "epochs": 105, "last_epochs": 105, "lr": 1e-2,
+    "toolbox-v2": {"decays": _decades(4e-5, 11), "tolerance": 0.2, "epochs": 105, "last_epochs": 105, "lr": 1e-2,
            "last_lr": 1e-3, "ce_weight": 1.0, "kd_weight": 1.0, "decoupled": False},
 }
 
@@ -68,7 +69,8 @@ PROACT_PRESETS: dict[str, dict[str, Any]] = {
 class ProActProgressiveOptions(Options):
     """Options of ``proact-progressive``; unset values come from the preset."""
 
-    preset: Literal["fast", "v1", "v2"] = pydantic.Field(default="fast", description="fast (CPU), v1 or v2")
+    preset: Literal["fast", "toolbox-v1", "toolbox-v2"] = pydantic.Field(
+        default="fast", description="fast (CPU), or the authors' toolbox settings toolbox-v1 or toolbox-v2")
     decays: tuple[float, ...] | None = pydantic.Field(default=None, description="decay values, large to small")
     tolerance: float | None = pydantic.Field(default=None, ge=0, le=100,
                                              description="accepted validation accuracy loss per call site (points)")
@@ -79,7 +81,8 @@ class ProActProgressiveOptions(Options):
     last_lr: float | None = pydantic.Field(default=None, gt=0, le=10, description="learning rate, last call site")
     ce_weight: float | None = pydantic.Field(default=None, ge=0, description="a: weight of cross-entropy")
     kd_weight: float | None = pydantic.Field(default=None, ge=0, description="c: weight of distillation")
-    decoupled: bool | None = pydantic.Field(default=None, description="AdamW decoupled decay (v1) or Adam L2 (v2)")
+    decoupled: bool | None = pydantic.Field(
+        default=None, description="AdamW decoupled decay (toolbox-v1) or Adam L2 (toolbox-v2)")
     profile_fraction: float = pydantic.Field(default=1.0, gt=0, le=1,
                                              description="share of the training split profiled for the start")
     batch_size: int = pydantic.Field(default=128, ge=1, le=65536, description="training batch size")
@@ -168,8 +171,9 @@ class ProAct(Recipe):
     Options = ProActOptions
     citation = PROACT
     notes = ("bounds trained on the training split with weights and batch norm frozen, decay accepted on the "
-             "validation split (the authors' code used the test set); default preset 'fast' for CPU, v1/v2 "
-             "are the published settings")
+             "validation split (the authors' code used the test set); default preset 'fast' for CPU; presets "
+             "toolbox-v1/toolbox-v2 are the settings of the authors' reliable-relu-toolbox code (2024, 2025); above "
+             "the bound an infinite input gives 0 (the paper's Q15.16 has no inf)")
 
 
 @hookimpl

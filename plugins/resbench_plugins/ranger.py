@@ -92,9 +92,9 @@ class ClampOptions(Options):
     """Options of ``clamp``."""
 
     after: tuple[Literal["pool", "flatten"], ...] = pydantic.Field(
-        default=(),
+        default=("pool", "flatten"),
         description="also clamp the outputs of pooling and flatten operations that directly follow a clamped "
-        "activation, with its layer-wise bound (Ranger)")
+        "activation, with its layer-wise bound (Ranger, as published; () for none)")
 
 
 class Clamp(ActivationScheme):
@@ -177,9 +177,11 @@ class Ranger(Recipe):
     citation = RANGER
     notes = ("published for transient faults in activations (one flip per inference: the act-single fault "
              "model); resbench applies it to faults in stored weights and bounds too. Hyperparameters: the "
-             "paper's (maximum over 20% of the training data, rounded up). The extra clamps after pooling and "
-             "flatten are an option of the clamp scheme ({name: ranger, activation: {name: clamp, after: [pool, "
-             "flatten]}}), off by default; they change nothing unless faults hit pooling or flatten outputs.")
+             "paper's (maximum over 20% of the training data, rounded up), profiled with the evaluation transforms. "
+             "As published, layer-wise clamps also follow the pooling and flatten operations after a clamped "
+             "activation (activation: {name: clamp, after: []} leaves them out; concatenations are not "
+             "clamped); they change nothing unless faults hit pooling or flatten outputs. Activation faults at "
+             "a call site hit the ReLU output before the clamp, as in the paper.")
 
 
 @hookimpl

@@ -126,7 +126,9 @@ class WeightScalingMethod(TransformMethod):
     Options: ClassVar[type[Options]] = WeightScalingOptions
     citation = SCALING_CITATION
     notes = ("division right after the read (not moved to the logits); t per format: fixed point fills the "
-             "range, floating point uses resbench's sweep-chosen default (the paper's t is not known)")
+             "range, floating point uses resbench's sweep-chosen default (the paper's t is not known). In a "
+             "short fixed-point format (q2.5) scaling also changes the resolution: the 'clean vs none' column "
+             "shows its clean accuracy beside the unscaled model's, read gains under faults against it")
 
     def transform_spec(self) -> ComponentSpec:
         return ComponentSpec(name="weight-scaling", options=self.options.model_dump(mode="json"))

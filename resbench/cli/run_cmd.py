@@ -128,6 +128,8 @@ class RunCommand:
         parser.add_argument("--report-dir", type=Path, help="where to write leaderboard and figures "
                             "(default: the store's folder)")
         parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        parser.add_argument("--rerun", help="comma-separated stored cells to replace: failed, stale (computed by "
+                            "other plugin versions), a method as written in the suite, or a cell id")
 
     def run(self, args: argparse.Namespace) -> int:
         """Run the suite, write the reports, print the leaderboard."""
@@ -148,6 +150,7 @@ class RunCommand:
             cache_dir=args.cache_dir,
             checkpoint=args.checkpoint,
             progress=not args.no_progress,
+            rerun=tuple(token.strip() for token in (args.rerun or "").split(",") if token.strip()),
         )
         summary = run_suite(suite, settings, source)
         tables, _ = load_leaderboard(args.store)
@@ -155,8 +158,10 @@ class RunCommand:
             write_reports(args.store, report_dir)
             print(render_markdown(tables))
         phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.phases.items())
+        replaced = f", {summary.trials_replaced} replaced" if summary.trials_replaced else ""
         print(
-            f"{summary.cells} cells, {summary.trials_run} trials run, {summary.trials_skipped} already stored; "
+            f"{summary.cells} cells, {summary.trials_run} trials run{replaced}, "
+            f"{summary.trials_skipped} already stored; "
             f"{summary.seconds:.1f} s ({phases}). Store: {args.store}; reports: {report_dir}"
         )
         if summary.failures:

@@ -31,7 +31,9 @@ class DatasetSplits:
 
     ``validation`` is carved from the training data, so thresholds and bounds tuned on it never see the
     test split. ``key`` is everything that determines the training data (name and options, without
-    evaluation-only options such as ``test_limit``): baselines are cached under it.
+    evaluation-only options such as ``test_limit``): baselines are cached under it. ``train_plain`` is
+    the training part with the evaluation transforms (no augmentation) where ``train`` is augmented;
+    profiling reads it (:attr:`profiling`), so bounds do not depend on random crops and flips.
     """
 
     name: str
@@ -41,6 +43,12 @@ class DatasetSplits:
     image_shape: tuple[int, int, int]
     num_classes: int
     key: dict[str, Any] = field(default_factory=dict)
+    train_plain: Dataset[Any] | None = None
+
+    @property
+    def profiling(self) -> Dataset[Any]:
+        """The training part as profiling reads it: with the evaluation transforms."""
+        return self.train if self.train_plain is None else self.train_plain
 
 
 class DatasetOptions(Options):

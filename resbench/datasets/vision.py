@@ -115,9 +115,10 @@ def _labels(dataset: Any) -> list[int]:
 
 def _carve(
     plain: Dataset[Any], augmented: Dataset[Any], labels: list[int], options: DatasetOptions
-) -> tuple[Dataset[Any], Dataset[Any]]:
+) -> tuple[Dataset[Any], Dataset[Any], Dataset[Any]]:
+    """Training part (augmented), validation part and the training part with evaluation transforms."""
     kept, carved = stratified_split(labels, options.validation_fraction, options.split_seed)
-    return Subset(augmented, kept.tolist()), Subset(plain, carved.tolist())
+    return Subset(augmented, kept.tolist()), Subset(plain, carved.tolist()), Subset(plain, kept.tolist())
 
 
 def vision_factory(spec: VisionSpec) -> Callable[[VisionOptions, Path | None], DatasetSplits]:
@@ -126,11 +127,12 @@ def vision_factory(spec: VisionSpec) -> Callable[[VisionOptions, Path | None], D
     def factory(options: VisionOptions, data_root: Path | None = None) -> DatasetSplits:
         plain = _open(spec, data_root, True, _transforms(spec, False), options.download)
         augmented = _open(spec, data_root, True, _transforms(spec, options.augment), False)
-        train, validation = _carve(plain, augmented, _labels(plain), options)
+        train, validation, train_plain = _carve(plain, augmented, _labels(plain), options)
         test = limit_test(_open(spec, data_root, False, _transforms(spec, False), options.download),
                           options.test_limit, options.split_seed)
         key = {"name": spec.name, "options": options.model_dump(mode="json", exclude={"test_limit"})}
-        return DatasetSplits(spec.name, train, validation, test, spec.image_shape, spec.num_classes, key)
+        return DatasetSplits(spec.name, train, validation, test, spec.image_shape, spec.num_classes, key,
+                             train_plain)
 
     factory.__doc__ = f"torchvision {spec.class_name} from --data-root ({spec.where})."
     return factory
@@ -169,7 +171,7 @@ def imagefolder(options: ImageFolderOptions, data_root: Path | None = None) -> D
         )
     plain = _folder(Path(data_root), options, True, False)
     augmented = _folder(Path(data_root), options, True, options.augment)
-    train, validation = _carve(plain, augmented, _labels(plain), options)
+    train, validation, train_plain = _carve(plain, augmented, _labels(plain), options)
     test_folder = _folder(Path(data_root), options, False, False)
     if test_folder.classes != plain.classes:  # labels are class indices in sorted order: they must agree
         raise UsageError(
@@ -181,4 +183,4 @@ def imagefolder(options: ImageFolderOptions, data_root: Path | None = None) -> D
     key = {"name": "imagefolder", "root": str(Path(data_root).resolve()),
            "options": options.model_dump(mode="json", exclude={"test_limit"})}
     shape = (3, options.image_size, options.image_size)
-    return DatasetSplits("imagefolder", train, validation, test, shape, len(plain.classes), key)
+    return DatasetSplits("imagefolder", train, validation, test, shape, len(plain.classes), key, train_plain)

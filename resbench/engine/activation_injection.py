@@ -50,6 +50,13 @@ def _aliases(output: torch.Tensor, inputs: tuple[Any, ...]) -> bool:
     return any(isinstance(item, torch.Tensor) and item.untyped_storage().data_ptr() == pointer for item in inputs)
 
 
+def _before_bound(model: nn.Module, call_site: str) -> str:
+    """Where a fault in a call site's output lands: the submodule a wrapper names in ``faulty_output`` (a
+    bounded activation names its original activation, so the bound acts on the fault), else the call site."""
+    inner = getattr(model.get_submodule(call_site), "faulty_output", None)
+    return f"{call_site}.{inner}" if isinstance(inner, str) else call_site
+
+
 class ActivationInjector:
     """Forward hooks that hold the chosen operator outputs in a number format and flip their bits.
 
@@ -70,7 +77,8 @@ class ActivationInjector:
         self.device = example.device
         self.scales: dict[str, torch.Tensor] = {}
         self.plan: BatchPlan = {}
-        chosen = select_operators(model, options, call_sites)
+        chosen = {_before_bound(model, name) if name in call_sites else name
+                  for name in select_operators(model, options, call_sites)}
         if not chosen:
             raise UsageError(f"fault model {fault_model.name}: no operator of the model matches operators "
                              f"{list(options.operators)} and names {list(options.names)}")

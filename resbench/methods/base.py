@@ -56,7 +56,9 @@ class PrepareContext:
 
     ``validation`` is carved from the training data; tune thresholds on it. ``number_format`` is the
     format the prepared model will be deployed in (used by format-dependent methods such as a
-    fault-driven threshold search) and ``fault_space`` the suite's fault-space options.
+    fault-driven threshold search) and ``fault_space`` the suite's fault-space options. ``train`` may be
+    augmented (random crops and flips, for training); ``train_plain`` is the same images with the
+    evaluation transforms, where they differ: profile activations on :attr:`profiling`.
     """
 
     train: Dataset[Any]
@@ -69,6 +71,12 @@ class PrepareContext:
     fault_space: FaultSpaceOptions = field(default_factory=FaultSpaceOptions)
     batch_size: int = 256
     progress: bool = False
+    train_plain: Dataset[Any] | None = None
+
+    @property
+    def profiling(self) -> Dataset[Any]:
+        """The training split with the evaluation transforms (no augmentation): what profiling reads."""
+        return self.train if self.train_plain is None else self.train_plain
 
     @property
     def format_name(self) -> str:

@@ -11,15 +11,19 @@ A bounding method (Ranger, Clip-Act, FitAct, ProAct) is a recipe of two componen
   modules (profiling, a fault-driven search, post-training, progressive distillation), from the
   training and validation splits in the :class:`resbench.methods.base.PrepareContext`.
 
-Bounds start at +inf (the bounded module then computes the original activation) until an optimizer
-sets them; :func:`set_profiled_bounds` is the usual first step.
+Bounds start at +inf until an optimizer sets them; :func:`set_profiled_bounds` is the usual first step.
+Wherever a bound is +inf the bounded module returns the original activation exactly, whatever its
+``limit`` computes there (``b * tanh(a / b)`` is NaN at ``b = +inf``), and no gradient flows through
+``limit`` at those positions: :meth:`BoundedActivation.forward` calls ``limit`` with a finite stand-in
+for the infinite entries and discards its result there.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -80,6 +84,9 @@ class BoundedActivation(nn.Module, ABC):
     """
 
     stored_tensors: ClassVar[tuple[str, ...]] = ("bound",)
+    #: Where activation faults at this call site land: the original activation's output, before the bound
+    #: (as in Ranger, Chen et al. 2021, whose clamp follows the faulty ReLU), so the bound acts on them.
+    faulty_output: ClassVar[str] = "activation"
 
     def __init__(self, activation: nn.Module, shape: Sequence[int]) -> None:
         super().__init__()
@@ -87,11 +94,31 @@ class BoundedActivation(nn.Module, ABC):
         self.bound = nn.Parameter(torch.full(tuple(shape), math.inf))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.limit(self.activation(inputs))
+        activated = self.activation(inputs)
+        unbounded = torch.isposinf(self.bound)
+        with self._finite_bound(unbounded):
+            limited = self.limit(activated)
+        return torch.where(unbounded, activated, limited)
+
+    @contextmanager
+    def _finite_bound(self, unbounded: torch.Tensor) -> Iterator[None]:
+        """Inside the block ``self.bound`` reads 1 where it is +inf (a value every sane ``limit`` handles),
+        so ``limit`` computes nothing non-finite there, in the forward pass or the backward pass."""
+        stored = self._parameters["bound"]
+        assert stored is not None
+        self._parameters["bound"] = torch.where(unbounded, torch.ones_like(stored), stored)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            self._parameters["bound"] = stored
 
     @abstractmethod
     def limit(self, activated: torch.Tensor) -> torch.Tensor:
-        """Apply the bound to the activation's output."""
+        """Apply the bound (``self.bound``, finite wherever this is called on it) to the activation's output.
+
+        Entries of an infinite bound never reach ``limit``'s result: the module returns the original
+        activation there.
+        """
 
     def extra_repr(self) -> str:
         return f"bound={tuple(self.bound.shape)}"
@@ -170,13 +197,16 @@ def set_profiled_bounds(
     ceil: bool = False,
 ) -> dict[str, ActivationProfile]:
     """Set every bound of ``sites`` to its profiled maximum over a seeded random ``fraction`` of the
-    training split (all bounds are profiled together, unbounded, then set). Returns the profiles."""
+    training split, read with the evaluation transforms (``context.profiling``: no random crop or flip,
+    as Ranger and the reference toolbox profile), so the bounds are the same, bit for bit, for a seed.
+    All bounds are profiled together, unbounded, then set. Returns the profile of each site: the
+    statistics of its output over those images (:class:`ActivationProfile`), by call-site name."""
     modules = bounded_sites(model, sites)
     with torch.no_grad():
         for module in modules.values():
             module.bound.fill_(math.inf)
-    size = max(1, round(fraction * len(context.train)))  # type: ignore[arg-type]
-    data = random_subset(context.train, size, context.seed)
+    size = max(1, round(fraction * len(context.profiling)))  # type: ignore[arg-type]
+    data = random_subset(context.profiling, size, context.seed)
     profiles = profile_activations(model, data, context.device, sites=list(sites), batch_size=context.batch_size,
                                    seed=context.seed, value_samples=0)
     with torch.no_grad():

@@ -13,6 +13,7 @@ becomes ``{name, options}`` with every option filled in, so equal recipes are on
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 import pydantic
@@ -30,6 +31,7 @@ from resbench.methods.components import (
     ThresholdOptimizer,
     bound_shape,
 )
+from resbench.methods.guards import check_finite
 from resbench.models.callsites import (
     activation_call_sites,
     call_site_details,
@@ -47,11 +49,14 @@ RecipeGranularity = Literal["layer", "channel", "neuron", "hybrid"]
 def normalized_spec(family: str, spec: ComponentSpec, where: str) -> ComponentSpec:
     """``spec`` with the registered name and every option filled in (defaults included), validated.
 
-    Normalized specs make equal configurations one cell and one cache entry.
+    Normalized specs make equal configurations one cell and one cache entry. An option error names
+    ``where``, the item and its plugin (``recipe optimizer 'profile-max' (plugin resbench_plugins.ranger)``).
     """
     from resbench.plugins import get_registries
 
-    entry, options = getattr(get_registries(), family).options_for(spec.name, spec.options, where)
+    registry = getattr(get_registries(), family)
+    named, _ = registry.resolve(spec.name)
+    entry, options = registry.options_for(spec.name, spec.options, f"{where} {named.name!r} (plugin {named.plugin})")
     return ComponentSpec(name=entry.name, options=options.model_dump(mode="json"))
 
 
@@ -154,14 +159,36 @@ class Recipe(Method):
                 raise PluginError(self.scheme.entry.plugin, label, "build",
                                   f"built a bound of shape {tuple(bounded.bound.shape)} for call site "
                                   f"{site.name!r}, expected {expected} ({granularity})")
+            self._probe(bounded, spec)
             replace_call_site(rewritten, site.name, bounded)
             built[site.name] = bounded
         with blame_plugin(self.scheme.entry.plugin, label, "build"):
             scheme.extend(rewritten, built)
         return rewritten
 
+    def _probe(self, bounded: BoundedActivation, site: CallSiteSpec) -> None:
+        """Run the bounded module once on one image's worth of input, with a finite bound, and check that
+        its output has the call site's shape: a wrong ``limit`` is blamed on the scheme here, not on the
+        optimizer that runs the first forward pass."""
+        plugin, label = self.scheme.entry.plugin, f"activation scheme {self.scheme.entry.name!r}"
+        probe = torch.linspace(-2.0, 2.0, steps=max(1, math.prod(site.output_shape)), device=bounded.bound.device)
+        stored = bounded.bound.detach().clone()
+        try:
+            with torch.no_grad(), blame_plugin(plugin, label, "build (a probe of its module)"):
+                bounded.bound.fill_(1.0)
+                limited = bounded.limit(bounded.activation(probe.reshape(1, *site.output_shape)))
+        finally:
+            with torch.no_grad():
+                bounded.bound.copy_(stored)
+        if tuple(limited.shape) != (1, *site.output_shape):
+            raise PluginError(plugin, label, "build", f"limit() at call site {site.name!r} returned shape "
+                              f"{tuple(limited.shape)} for an activation output of shape {(1, *site.output_shape)}; "
+                              "it must keep that shape")
+
     def fit(self, model: nn.Module, context: PrepareContext) -> dict[str, Any]:
         optimizer: ThresholdOptimizer = self.optimizer.value
-        with blame_plugin(self.optimizer.entry.plugin, f"threshold optimizer {self.optimizer.entry.name!r}", "fit"):
+        label = f"threshold optimizer {self.optimizer.entry.name!r}"
+        with blame_plugin(self.optimizer.entry.plugin, label, "fit"):
             metrics = optimizer.fit(model, activation_call_sites(model), context)
+        check_finite(model, self.optimizer.entry.plugin, label, "fit")
         return dict(metrics)

@@ -33,6 +33,7 @@ from resbench.config import ComponentSpec
 from resbench.engine.faultspace import stored_attributes
 from resbench.errors import PluginError, UsageError, blame_plugin
 from resbench.methods.base import Method, PrepareContext
+from resbench.methods.guards import check_finite
 from resbench.methods.recipes import normalized_spec
 from resbench.options import NoOptions
 from resbench.options import Options as OptionsModel
@@ -180,6 +181,7 @@ class TransformMethod(Method):
             layers = apply_weight_transform(model, self.transform.value, context)
         if not layers:
             raise UsageError(f"{type(model).__name__} has no convolution or linear layer to transform")
+        check_finite(model, self.transform.entry.plugin, self._label(), "build", allow_unset=True)
         return model
 
     def fit(self, model: nn.Module, context: PrepareContext) -> dict[str, Any]:
@@ -190,4 +192,6 @@ class TransformMethod(Method):
         if transformed_layers(model) != layers:
             raise PluginError(self.transform.entry.plugin, self._label(), "fit",
                               "fit() changed which layers are transformed; transform them in read_back")
+        # Bounds of an activation method composed with this one are fitted later: +inf is unset, not broken.
+        check_finite(model, self.transform.entry.plugin, self._label(), "fit", allow_unset=True)
         return dict(metrics)

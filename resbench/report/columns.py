@@ -11,6 +11,9 @@ COLUMN_HELP: dict[str, str] = {
     "Bonferroni-corrected 95% interval containing 0 are statistically tied and share a rank marked =",
     "clean": "accuracy (%) on the test split after encoding the fault space in the number format, no fault "
     "(the BER-0 row)",
+    "clean vs none": "clean accuracy minus the unprotected model's in the same table (points): what the method "
+    "costs, or gains, without faults; in a short fixed-point format a weight transform also changes the "
+    "resolution, so read gains under faults beside it",
     "BER x": "estimated mean accuracy (%) under faults at bit-error rate x [95% interval]; one trial = one fault "
     "pattern, injected, the test split evaluated once, the bits restored; trials given at least one flip are "
     "weighted exactly by the probability of none (see How a cell is estimated)",
@@ -36,6 +39,8 @@ COLUMN_HELP: dict[str, str] = {
     "trials": "the number of trials behind each BER of the row, as a range when it differs between BERs "
     "(adaptive: a BER stops when its interval half-width is below the target or at the maximum)",
     "citation": "the paper the method comes from",
+    "plugins": "the plugins that computed the row, with their versions (the method's and its parts'); rows "
+    "computed by other versions are other cells, never pooled into this one",
     "accuracy %": "faults in activations, one per inference: accuracy in % of inferences (trials x test images), "
     "with its 95% Wilson interval",
     "SDC %": "faults in activations, one per inference: silent data corruptions (top-1 differs from the "

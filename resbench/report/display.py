@@ -128,7 +128,8 @@ def _weight_rows(table: LeaderboardTable) -> pd.DataFrame:
     several_seeds = len(table.seeds) > 1
     for _, row in table.rows.iterrows():
         shown: dict[str, str] = {"method": str(row["method"]), "rank": str(row["rank"]),
-                                 "clean": number(row["clean_accuracy"])}
+                                 "clean": number(row["clean_accuracy"]),
+                                 "clean vs none": number(row.get("clean_vs_none", math.nan))}
         for ber in table.bers:
             shown[f"BER {format_ber(ber)}"] = _accuracy(row, ber)
         shown["score"] = with_interval(row["score"], row["score_low"], row["score_high"], 3)
@@ -143,6 +144,7 @@ def _weight_rows(table: LeaderboardTable) -> pd.DataFrame:
                 "prepare s": number(row["prepare_s"]),
                 "trials": _trial_range(int(row["trials_min"]), int(row["trials_max"])),
                 "citation": str(row["citation"]),
+                "plugins": str(row.get("plugins", "")),
             }
         )
         rows.append(shown)

@@ -211,7 +211,15 @@ def _table(table: LeaderboardTable) -> str:
 def _section(table: LeaderboardTable, colors: dict[str, str]) -> str:
     data = " ".join(f'data-{name.replace("_", "")}="{_escape(getattr(table, name))}"' for name, _ in FILTERS)
     return (f'<section class="setup" {data}><h2>{_escape(table.title)}</h2><p>{_escape(table.description)}</p>'
-            f'<div class="pair">{_figure(table, colors)}{_table(table)}</div></section>')
+            f'<div class="pair">{_figure(table, colors)}{_table(table)}</div>{_notes(table)}</section>')
+
+
+def _notes(table: LeaderboardTable) -> str:
+    """How each method's setting differs from its paper, under the table."""
+    if not table.method_notes:
+        return ""
+    items = "".join(f"<li><b>{_escape(method)}</b>: {_escape(text)}</li>" for method, text in table.method_notes)
+    return f'<ul class="notes">{items}</ul>'
 
 
 def _controls(tables: list[LeaderboardTable]) -> str:

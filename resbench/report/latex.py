@@ -69,6 +69,15 @@ def _footnote(table: LeaderboardTable) -> str:
             rf"bold.{tied}")
 
 
+def _method_notes(table: LeaderboardTable) -> str:
+    """How each method's setting differs from its paper, as a footnote paragraph ('' when none has notes)."""
+    if not table.method_notes:
+        return ""
+    notes = "; ".join(rf"\textit{{{latex_escape(method)}}}: {latex_escape(text)}"
+                      for method, text in table.method_notes)
+    return rf"\par\footnotesize Notes: {notes}."
+
+
 def _weight_table(table: LeaderboardTable) -> str:
     """Accuracy per BER, best per column in bold, ties marked."""
     header = ["Method", "Clean", *(latex_escape(format_ber(ber)) for ber in table.bers)]
@@ -77,7 +86,7 @@ def _weight_table(table: LeaderboardTable) -> str:
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{_label(table)}}}",
              rf"\begin{{tabular}}{{l{'r' * (len(header) - 1)}}}", r"\toprule",
              " & ".join(header) + r" \\", r"\midrule", *_rows(table), r"\bottomrule", r"\end{tabular}",
-             r"\par\smallskip", _footnote(table), r"\end{table}", ""]
+             r"\par\smallskip", _footnote(table), *filter(None, [_method_notes(table)]), r"\end{table}", ""]
     return "\n".join(lines)
 
 
@@ -92,7 +101,8 @@ def _activation_table(table: LeaderboardTable) -> str:
                "inferences with 95\\% Wilson intervals (resbench).")
     return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}",
                       rf"\begin{{tabular}}{{l{'r' * (len(frame.columns) - 1)}}}", r"\toprule", header, r"\midrule",
-                      *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+                      *body, r"\bottomrule", r"\end{tabular}", *filter(None, [_method_notes(table)]), r"\end{table}",
+                      ""])
 
 
 #: One LaTeX table per fault target.

@@ -50,6 +50,9 @@ def render_markdown(tables: list[LeaderboardTable]) -> str:
         frame = display_frame(table)
         frame["citation"] = frame["citation"].map(_markdown_citation)
         section = f"## {table.title}\n\n{_markdown_table(frame)}\n\n{legend(table)}\n"
+        if table.method_notes:
+            section += "\nHow each method's setting differs from its paper:\n\n" + "".join(
+                f"* **{method}**: {text}\n" for method, text in table.method_notes)
         differences = differences_frame(table)
         if table.bers and not differences.empty:  # one fault per inference has no BER to compare at
             section += (f"\nPaired difference to none (points) [95% interval]; * = significant after Holm "

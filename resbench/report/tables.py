@@ -112,6 +112,12 @@ class LeaderboardTable:
     target: str = "weights"
 
     @property
+    def method_notes(self) -> list[tuple[str, str]]:
+        """(method, how its setting differs from its paper's) for every row with notes, in row order."""
+        notes = self.rows.get("notes", pd.Series(dtype=str))
+        return [(str(method), str(text)) for method, text in zip(self.rows["method"], notes, strict=False) if text]
+
+    @property
     def per_inference(self) -> bool:
         """Whether the table reports one fault per inference (``act-single``) rather than a BER sweep."""
         return self.target == "activations" and not self.bers
@@ -121,6 +127,25 @@ class LeaderboardTable:
         """``dataset / model / format / fault model / target``, plus ``setup X`` where names alone are ambiguous."""
         title = f"{self.dataset} / {self.model} / {self.format} / {self.fault_model} / faults in {self.target}"
         return f"{title} / setup {self.setup}" if self.setup else title
+
+
+def _plugins_of(definition: str) -> str:
+    """The plugin versions a cell's definition records (``name version, ...``), or ``unrecorded``."""
+    method = json.loads(definition).get("method", {})
+    versions = method.get("plugins", {}) if isinstance(method, dict) else {}
+    return ", ".join(f"{plugin} {version}" for plugin, version in sorted(versions.items())) or "unrecorded"
+
+
+def _split_versions(cells: pd.DataFrame, trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A method whose cells of one table come from several plugin versions gets a row per version, labelled
+    with them, never one row pooling them."""
+    versions = cells.groupby("method")["plugins"].nunique()
+    mixed = set(versions[versions > 1].index)
+    if not mixed:
+        return cells, trials
+    labels = {cell_id: f"{method} ({plugins})" if method in mixed else str(method)
+              for cell_id, method, plugins in zip(cells["cell_id"], cells["method"], cells["plugins"], strict=True)}
+    return cells.assign(method=cells["cell_id"].map(labels)), trials.assign(method=trials["cell_id"].map(labels))
 
 
 def _setup_of(definition: str) -> str:
@@ -333,6 +358,7 @@ def _method_result(
     row["trials_max"] = max(counts) if counts else 0
     row["flip_trials_min"] = min(flip_trials) if flip_trials else 0  # a missing BER counts as none
     row["citation"] = str(first["citation"])
+    row["plugins"] = str(first["plugins"])
     row["notes"] = str(first["notes"])
     checksums = sorted({str(value) for value in cells.get("baseline_checksum", pd.Series(dtype=str)) if value})
     row["baseline_checksum"] = ",".join(checksum[:12] for checksum in checksums)
@@ -428,6 +454,9 @@ def _table_frame(group_cells: pd.DataFrame, group_trials: pd.DataFrame, bers: li
     }
     _differences(results, bers)
     frame = pd.DataFrame([result.row for result in results.values()])
+    reference = results.get(REFERENCE_METHOD)
+    frame["clean_vs_none"] = (frame["clean_accuracy"] - reference.row["clean_accuracy"] if reference is not None
+                              else math.nan)
     frame = frame.sort_values("score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     ranks = _ranks(results, [str(method) for method in frame["method"]])
     frame.insert(0, "rank", [ranks[str(method)] for method in frame["method"]])
@@ -482,12 +511,12 @@ def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[Leaderb
     tables: list[LeaderboardTable] = []
     if cells.empty:
         return tables
-    cells = cells.assign(setup=cells["definition"].map(_setup_of))
+    cells = cells.assign(setup=cells["definition"].map(_setup_of), plugins=cells["definition"].map(_plugins_of))
     setups_per_name = cells.groupby(GROUP_COLUMNS)["setup"].nunique()
     for key, group_cells in cells.groupby([*GROUP_COLUMNS, "setup"], sort=True):
         dataset, model, number_format, fault_model, setup = (str(part) for part in key)
         bers = sorted(float(ber) for ber in group_cells["ber"].unique() if ber > 0)
-        group_trials = trials[trials["cell_id"].isin(group_cells["cell_id"])]
+        group_cells, group_trials = _split_versions(group_cells, trials[trials["cell_id"].isin(group_cells["cell_id"])])
         frame = _table_frame(group_cells, group_trials, bers)
         target = _target_of(str(group_cells["definition"].iloc[0]))
         frame = _TARGET_COLUMNS[target](frame, group_cells, group_trials, bers)

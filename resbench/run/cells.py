@@ -24,24 +24,51 @@ from resbench.run.campaign import trials_needed
 from resbench.run.validation import resolve_fault_models, resolve_formats
 from resbench.seeds import derive_seed
 
-__all__ = ["CellKeys", "Group", "StoredTrials", "method_identity"]
+__all__ = ["CellKeys", "Group", "StoredTrials", "method_identity", "plugin_versions", "unversioned"]
 
 #: Stored accuracy per trial index, per cell id (what the store holds of a group's cells).
 StoredTrials = dict[str, dict[int, float]]
 
 
 def method_identity(spec: ComponentSpec) -> dict[str, Any]:
-    """The method's registered name and every option, defaults included: ``fitact`` and ``{name: fitact,
-    <its defaults>}`` are one cell."""
+    """The method's registered name, every option (defaults included: ``fitact`` and ``{name: fitact,
+    <its defaults>}`` are one cell) and ``plugins``: the version of every plugin providing one of its parts
+    (the method, a recipe's activation scheme and optimizer, a composition's parts). Rows computed by
+    another version of any of them belong to another cell."""
     return _method_identity(spec.model_dump_json(), id(get_registries()))
 
 
 @functools.lru_cache(maxsize=256)
 def _method_identity(spec_json: str, registries: int) -> dict[str, Any]:
     spec = ComponentSpec.model_validate_json(spec_json)
-    identity: dict[str, Any] = get_registries().methods.build(spec.name, spec.options,
-                                                              where=f"method {spec.label}").identity
-    return identity
+    built = get_registries().methods.build(spec.name, spec.options, where=f"method {spec.label}")
+    versions = {built.entry.plugin: get_registries().plugins[built.entry.plugin].version}
+    _collect_versions(built.value.cache_identity(), versions)
+    return {**built.identity, "plugins": dict(sorted(versions.items()))}
+
+
+def _collect_versions(identity: Any, versions: dict[str, str]) -> None:
+    """Every ``{"plugin": name, "version": v}`` in a method's :meth:`~resbench.methods.base.Method.cache_identity`."""
+    if not isinstance(identity, dict):
+        return
+    if isinstance(identity.get("plugin"), str) and "version" in identity:
+        versions[identity["plugin"]] = str(identity["version"])
+    for value in identity.values():
+        _collect_versions(value, versions)
+
+
+def plugin_versions(definition: str) -> dict[str, str]:
+    """The plugin versions recorded in a cell definition (empty for cells stored before they were)."""
+    method = json.loads(definition).get("method", {})
+    return dict(method.get("plugins", {})) if isinstance(method, dict) else {}
+
+
+def unversioned(definition: str) -> str:
+    """A cell definition without its method's plugin versions: equal for one cell computed by other versions."""
+    fields = json.loads(definition)
+    if isinstance(fields.get("method"), dict):
+        fields["method"] = {key: value for key, value in fields["method"].items() if key != "plugins"}
+    return json.dumps(fields, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -124,6 +151,11 @@ class CellKeys:
     def faulty_cell_ids(self, group: Group) -> list[str]:
         """The cells of each fault model and BER of the sweep (or its one per-inference cell)."""
         return [self.cell_id(group, fault, ber) for fault in self.suite.faults for ber in self.bers(fault)]
+
+    def all_definitions(self, group: Group) -> dict[str, str]:
+        """Every cell of ``group`` (clean and faulty), definition by cell id."""
+        return {self.cell_id(group, fault, ber): self.definition(group, fault, ber)
+                for fault in self.suite.faults for ber in [0.0, *self.bers(fault)]}
 
     def all_cell_ids(self, group: Group) -> list[str]:
         """Every cell of ``group``: clean ones and faulty ones."""

@@ -53,6 +53,7 @@ from resbench.engine.formats import NumberFormat
 from resbench.engine.injection import Injector
 from resbench.errors import PluginError, blame_plugin
 from resbench.methods.base import Method, PrepareContext, defines_fit
+from resbench.methods.guards import check_clean_drop, check_finite
 from resbench.models import build_model, load_checkpoint
 from resbench.plugins import get_registries
 from resbench.registry import Built
@@ -212,6 +213,7 @@ def _prepare_context(context: JobContext, splits: DatasetSplits, number_format: 
         fault_space=context.keys.space_options,
         batch_size=context.suite.eval_batch_size,
         progress=context.settings.progress,
+        train_plain=splits.train_plain,
     )
 
 
@@ -251,6 +253,7 @@ def prepare(
     plugin, item = built.entry.plugin, f"method {built.entry.name!r}"
     with blame_plugin(plugin, item, "build"):
         model = method.build(copy.deepcopy(baseline_model), prepare_context).to(context.device).eval()
+    check_finite(model, plugin, item, "build", allow_unset=True)
     if not defines_fit(method):
         return model, time.perf_counter() - started
 
@@ -270,6 +273,7 @@ def prepare(
                           "in build() or declare stored_tensors on the module class, so the cache keeps them")
     model.load_state_dict(state)
     model.eval()
+    check_finite(model, plugin, item, "fit")
     return model, float(metadata.get("prepare_seconds", time.perf_counter() - started))
 
 
@@ -510,6 +514,7 @@ class GroupJob(_Scheduled):
                 with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
                     deployment["deployed"] = deploy(context, prepared, number_format, data)
             deployed: Deployed = deployment["deployed"]
+            self._check_clean_drop(built, deployed, baseline_model, number_format, data)
             template = None
             if self.describe:
                 timing = interleaved_timing(baseline_model, deployed.model, data)
@@ -525,12 +530,28 @@ class GroupJob(_Scheduled):
                 continue
             started = time.perf_counter()
             try:
-                yield from campaign(context, group, fault_spec, deployed, data, template, self.done, splits.train,
-                                    batch)
+                yield from campaign(context, group, fault_spec, deployed, data, template, self.done,
+                                    splits.profiling, batch)
             except Exception as error:  # confined to this fault model's cells
                 _loaded.pop("deployment", None)  # a model left mid-trial is deployed afresh by the next job
                 yield failures(context.keys, group, "campaign", error, "methods", faults=[fault_spec])
             yield PhaseTime("campaign", time.perf_counter() - started)
+
+    def _check_clean_drop(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module,
+                          number_format: NumberFormat, data: EvaluationData) -> None:
+        """Fail the group when its clean accuracy lies too far below the unprotected model's in the same
+        format (:func:`resbench.methods.guards.check_clean_drop`)."""
+        context, group = self.context, self.group
+        key = _canonical(context.suite.model_dump(mode="json"), context.settings, context.keys.checkpoint_digest,
+                         group.model_spec.model_dump(), group.dataset_spec.model_dump(), group.format_spec.model_dump())
+        reference: float = _remembered("baseline_clean", key, lambda: deploy(
+            context, baseline_model, number_format, data).clean.metrics.accuracy)
+        guards = context.suite.guards
+        spec = group.method_spec
+        check_clean_drop(deployed.clean.metrics.accuracy, reference, tolerance=guards.max_clean_drop,
+                         accepted=bool({spec.label, spec.name} & set(guards.accept_clean_drop)),
+                         plugin=built.entry.plugin, item=f"method {spec.label!r}",
+                         where=f"in {group.format_spec.label}")
 
     def _template(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module,
                   number_format: NumberFormat, data: EvaluationData, timing: dict[str, list[float]],

@@ -53,6 +53,7 @@ from resbench.run.jobs import (
     resolve_method,
 )
 from resbench.run.provenance import collect_provenance
+from resbench.run.rerun import cells_to_replace, check_rerun
 from resbench.run.store import CellFailure, ResultStore, TrialRow
 from resbench.run.validation import check_suite
 
@@ -72,6 +73,8 @@ class RunSettings:
     cache_dir: Path | None = None
     checkpoint: Path | None = None
     progress: bool = True
+    #: Stored cells to replace (:mod:`resbench.run.rerun`): ``failed``, ``stale``, methods, cell ids.
+    rerun: tuple[str, ...] = ()
 
 
 @dataclass
@@ -84,6 +87,8 @@ class RunSummary:
     trials_run: int = 0
     trials_skipped: int = 0
     trials_discarded: int = 0
+    #: Stored trial rows that ``--rerun`` removed before the run computed them again.
+    trials_replaced: int = 0
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     failures: list[CellFailure] = field(default_factory=list)
@@ -129,8 +134,11 @@ class _Driver:
         started = time.perf_counter()
         self.executor = self._executor()  # bad executor options are bad input, found before any work
         self._check_datasets()
+        check_rerun(self.settings.rerun, self.context.keys, self._groups())
         self.store = ResultStore(self.settings.store, exclusive=True)  # once bad input could no longer be found
         try:
+            replaced = cells_to_replace(self.settings.rerun, self.store, self.context.keys, self._groups())
+            self.summary.trials_replaced = self.store.delete_cells(replaced)
             provenance = collect_provenance(self.suite.name, self.suite.version, self.settings.device)
             self.summary.run_id = self.store.start_run(provenance)
             self._run_phases()
@@ -319,6 +327,7 @@ def _merged(summaries: list[RunSummary]) -> RunSummary:
         merged.trials_run += summary.trials_run
         merged.trials_skipped += summary.trials_skipped
         merged.trials_discarded += summary.trials_discarded
+        merged.trials_replaced += summary.trials_replaced
         merged.seconds += summary.seconds
         for name, seconds in summary.phases.items():
             merged.phases[name] = merged.phases.get(name, 0.0) + seconds

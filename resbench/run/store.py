@@ -458,6 +458,20 @@ class ResultStore:
                 "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records
             )
 
+    def delete_cells(self, cell_ids: Iterable[str]) -> int:
+        """Remove cells with their trial rows and failure records, in one transaction (``resbench run
+        --rerun``); returns how many trial rows went."""
+        ids = sorted(set(cell_ids))
+        if not ids:
+            return 0
+        with self._transaction() as connection:
+            before = connection.total_changes
+            connection.executemany("DELETE FROM trials WHERE cell_id = ?", [(cell_id,) for cell_id in ids])
+            removed = connection.total_changes - before
+            for table in ("cells", "failures"):
+                connection.executemany(f"DELETE FROM {table} WHERE cell_id = ?", [(cell_id,) for cell_id in ids])
+        return removed
+
     def failures_frame(self) -> pd.DataFrame:
         """Cells whose latest attempt failed and that hold no trial since."""
         with self._guard():

@@ -358,7 +358,7 @@ def test_clamps_after_pooling_and_flatten_bound_faults_there_with_the_activation
     from resbench.engine.faultspace import FaultSpace
 
     model, data = _model(), _data()
-    plain, extended = _ranger(model), _clamp_recipe(model, ["pool", "flatten"])
+    plain, extended = _clamp_recipe(model, []), _clamp_recipe(model, ["pool", "flatten"])
     clamps = [module for module in extended.modules() if isinstance(module, FollowingClamp)]
     assert len(clamps) == 2  # test-cnn: act6 -> pool -> flatten -> fc1
     bound = extended.get_submodule("act6").bound

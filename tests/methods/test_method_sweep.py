@@ -61,6 +61,7 @@ def test_method_runs_on_every_test_model(method: str, tmp_path: Path, shared_cac
         "models": TEST_MODELS, "methods": ["none"] if method == "none" else ["none", _spec(method)],
         "formats": ["fp32", "q15.16"],
         "faults": ["bitflip"], "bers": [1e-4, 1e-2], "trials": 2, "training": {"epochs": 2},
+        "guards": {"max_clean_drop": 100},  # shortened searches on 48 test images: plumbing, not quality
     }, "sweep")
     settings = RunSettings(store=tmp_path / "r.sqlite", device=torch.device("cpu"), cache_dir=shared_cache,
                            progress=False)

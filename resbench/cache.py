@@ -5,7 +5,7 @@ accepts, usually a state dict) and ``HASH.json`` beside it, holding the key, the
 SHA-256 checksum, creation time, build time, versions and the builder's own metadata (metrics, timings).
 ``HASH`` is the SHA-256 of the canonical JSON of (kind, key).
 
-Writes are atomic (temporary file, then ``os.replace``), payload first and metadata last, so the metadata
+Writes are atomic (:func:`resbench.files.write_atomically`), payload first and metadata last, so the metadata
 file is the commit mark. An entry that is partial or corrupt (missing metadata or payload, truncated
 payload, checksum mismatch, unreadable file) is reported with a logging warning and rebuilt, never
 loaded. Two processes building the same entry at once both succeed; the last metadata written wins and
@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import torch
 
 from resbench import __version__
 from resbench.errors import ResbenchError
+from resbench.files import write_atomically
 
 __all__ = ["CACHE_DIR_VARIABLE", "DEFAULT_CACHE_DIR", "ArtifactCache", "CacheEntry", "MissingArtifact", "key_hash"]
 
@@ -72,23 +72,6 @@ class CacheEntry:
 
     def payload_path(self, checksum: str) -> Path:
         return self.directory / f"{self.hash}-{checksum[:16]}.pt"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
-            raise OSError(error.errno, error.strerror, str(path)) from None
-        raise
 
 
 def _sha256(data: bytes) -> str:
@@ -173,8 +156,8 @@ class ArtifactCache:
             "metadata": dict(metadata),
         }
         text = json.dumps(record, indent=2, sort_keys=True) + "\n"  # fails before writing on non-JSON metadata
-        _write_atomically(entry.payload_path(checksum), data)
-        _write_atomically(entry.metadata_path, text.encode())
+        write_atomically(entry.payload_path(checksum), data, "artifact cache")
+        write_atomically(entry.metadata_path, text, "artifact cache")
         self._remove_stale_payloads(entry, checksum)
         return record
 

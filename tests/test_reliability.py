@@ -172,13 +172,13 @@ def _disk_full(*args: Any, **kwargs: Any) -> Any:
 def test_a_full_disk_names_the_file_and_leaves_the_previous_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from resbench.cli import report_cmds
+    from resbench import files
 
     store = _store(tmp_path)
     board = tmp_path / "board.md"
     assert main(["leaderboard", "--store", str(store), "--output", str(board)]) == 0
     previous = board.read_bytes()
-    monkeypatch.setattr(report_cmds.os, "fdopen", _disk_full)
+    monkeypatch.setattr(files.os, "fdopen", _disk_full)
     assert main(["leaderboard", "--store", str(store), "--format", "csv", "--output", str(board)]) == 1
     assert f"No space left on device: '{board}'" in _one_line(capsys)
     assert board.read_bytes() == previous

@@ -22,11 +22,16 @@ __all__ = ["ExportCommand", "LeaderboardCommand", "PlotCommand", "check_folder",
 
 
 def load_leaderboard(store_path: Path) -> tuple[list[LeaderboardTable], Any]:
-    """Leaderboard tables, each with the provenance of its cells, and the trial frame of the store."""
+    """Leaderboard tables, each with the provenance of its cells, and the trial frame of the store.
+
+    The trials of a cell whose latest attempt failed are left out: a partial cell is never ranked as if complete.
+    """
     from resbench.report.leaderboard import build_leaderboard  # scipy is slow to import: only when needed
 
     with ResultStore.open_existing(store_path) as store:
         cells, trials, runs = store.cells_frame(), store.trials_frame(), store.runs_frame()
+        failed = store.failures_frame()["cell_id"]
+    trials = trials[~trials["cell_id"].isin(failed)]
     tables = build_leaderboard(cells, trials)
     return [dataclasses.replace(table, provenance=_provenance(table, cells, runs)) for table in tables], trials
 

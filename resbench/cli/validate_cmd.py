@@ -7,11 +7,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from resbench.activation_faults import cell_bers
-from resbench.config import check_suite_names, load_suite
+from resbench.activation_faults import ActivationFaultModel, cell_bers
+from resbench.config import Suite, check_suite_names, load_suite
+from resbench.datasets import load_dataset
 from resbench.faults import resolve_fault_model
 from resbench.plugins import hookimpl
-from resbench.run.runner import check_fault_formats
+from resbench.run.runner import check_fault_formats, check_operator_choice
 
 __all__ = ["ValidateCommand", "register_commands"]
 
@@ -28,6 +29,7 @@ class ValidateCommand:
         suite = load_suite(args.suite)
         check_suite_names(suite, str(args.suite))
         check_fault_formats(suite, str(args.suite))
+        _check_operator_choice(suite, str(args.suite))
         groups = math.prod(len(components) for components in (suite.methods, suite.models, suite.datasets,
                                                                suite.formats))
         # Per group: a clean cell per fault model, and a faulty cell per BER (one per-inference cell for act-single).
@@ -40,6 +42,14 @@ class ValidateCommand:
             f"cells{seeds}"
         )
         return 0
+
+
+def _check_operator_choice(suite: Suite, source: str) -> None:
+    """Which operators an activation fault model chooses depends on the model built for the dataset's images."""
+    if not any(isinstance(resolve_fault_model(spec.name, spec.options), ActivationFaultModel) for spec in suite.faults):
+        return
+    for dataset_spec in suite.datasets:
+        check_operator_choice(suite, load_dataset(dataset_spec.name, dataset_spec.options), source)
 
 
 @hookimpl

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from resbench.activation_faults import ActivationFaultModel, check_fault_target
+from resbench.activation_injection import chosen_operators
 from resbench.cache import ArtifactCache
 from resbench.config import Suite, check_suite_names
 from resbench.datasets import DatasetSplits, load_dataset
@@ -37,6 +38,7 @@ from resbench.errors import UsageError
 from resbench.faultspace import FaultSpaceLayout, FaultSpaceOptions
 from resbench.formats import resolve_format
 from resbench.methods.base import Method, defines_fit
+from resbench.models import build_model
 from resbench.options import validate_options
 from resbench.plugins import get_registries
 from resbench.provenance import collect_provenance
@@ -58,7 +60,7 @@ from resbench.run.jobs import (
 )
 from resbench.run.store import CellFailure, ResultStore, TrialRow
 
-__all__ = ["RunSettings", "RunSummary", "check_fault_formats", "run_suite"]
+__all__ = ["RunSettings", "RunSummary", "check_fault_formats", "check_operator_choice", "run_suite"]
 
 logger = logging.getLogger(__name__)
 FLUSH_SECONDS = 2.0
@@ -148,10 +150,12 @@ class _Driver:
         return self.summary
 
     def _check_datasets(self) -> None:
-        """Every dataset's splits (a missing data root is found here) and, given a checkpoint, a check
-        that it fits every model on every dataset: bad input surfaces before the store is touched."""
+        """Every dataset's splits (a missing data root is found here), the operators activation fault models
+        choose in every model and, given a checkpoint, a check that it fits every model on every dataset:
+        bad input surfaces before the store is touched."""
         for dataset_spec in self.suite.datasets:
             splits: DatasetSplits = load_dataset(dataset_spec.name, dataset_spec.options, self.settings.data_root)
+            check_operator_choice(self.suite, splits, "suite")
             if self.settings.checkpoint is not None:
                 for model_spec in self.suite.models:
                     baseline(self.context, model_spec, splits)
@@ -318,6 +322,24 @@ def check_fault_formats(suite: Suite, source: str) -> None:
                 fault_model.allowed_bits(layout)
             except UsageError as error:
                 raise UsageError(f"{source}: with format {format_spec.label}: {error}") from None
+
+
+def check_operator_choice(suite: Suite, splits: DatasetSplits, source: str) -> None:
+    """Each activation fault model must choose at least one operator in each model built for ``splits``
+    (untrained: which operators exist does not depend on the weights)."""
+    registries = get_registries()
+    for fault_spec in suite.faults:
+        fault_model = registries.faults.build(fault_spec.name, fault_spec.options, where=source).value
+        if not isinstance(fault_model, ActivationFaultModel):
+            continue
+        for model_spec in suite.models:
+            with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the generator as it was
+                model = build_model(model_spec.name, splits.image_shape, splits.num_classes, model_spec.options)
+            try:
+                chosen_operators(model, fault_model.options)
+            except UsageError as error:
+                where = f"{source}: fault model {fault_spec.label}, model {model_spec.label}"
+                raise UsageError(f"{where}: {error}") from None
 
 
 def run_suite(suite: Suite, settings: RunSettings, source: str = "suite") -> RunSummary:

@@ -31,10 +31,11 @@ from typing import Any
 import torch
 
 from resbench import __version__
-from resbench.errors import ResbenchError
+from resbench.errors import ResbenchError, UsageError
 from resbench.files import write_atomically
 
-__all__ = ["CACHE_DIR_VARIABLE", "DEFAULT_CACHE_DIR", "ArtifactCache", "CacheEntry", "MissingArtifact", "key_hash"]
+__all__ = ["CACHE_DIR_VARIABLE", "DEFAULT_CACHE_DIR", "ArtifactCache", "ArtifactCacheError", "CacheEntry",
+           "MissingArtifact", "key_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,12 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class MissingArtifact(ResbenchError):
+class ArtifactCacheError(ResbenchError):
+    """The artifact cache could not hold an artifact (no space, no permission): the machine's doing, not a
+    plugin's."""
+
+
+class MissingArtifact(ArtifactCacheError):
     """An artifact an earlier job made is not in this worker's cache (see ``ArtifactCache(builds=False)``)."""
 
 
@@ -156,8 +162,13 @@ class ArtifactCache:
             "metadata": dict(metadata),
         }
         text = json.dumps(record, indent=2, sort_keys=True) + "\n"  # fails before writing on non-JSON metadata
-        write_atomically(entry.payload_path(checksum), data, "artifact cache")
-        write_atomically(entry.metadata_path, text, "artifact cache")
+        try:
+            write_atomically(entry.payload_path(checksum), data, "artifact cache")
+            write_atomically(entry.metadata_path, text, "artifact cache")
+        except (OSError, UsageError) as error:
+            reason = f"{error.strerror} ({error.filename})" if isinstance(error, OSError) else str(error)
+            raise ArtifactCacheError(f"cannot store the {kind} in the artifact cache {self.root}: {reason}; free some "
+                                     "space or pass another --cache-dir") from None
         self._remove_stale_payloads(entry, checksum)
         return record
 

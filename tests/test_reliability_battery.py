@@ -3,6 +3,7 @@ double-count, failures that are never lost, input that cannot exhaust memory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -222,3 +223,213 @@ def test_every_failed_cell_stays_recorded_and_out_of_the_ranking(tmp_path: Path,
     assert main(["leaderboard", "--store", str(store), "--format", "json"]) == 0
     rows = [row for table in json.loads(capsys.readouterr().out)["tables"] for row in table["rows"]]
     assert rows and all(row["score"] is None for row in rows)
+
+
+# -- input that cannot exhaust memory, and answers that name the real problem --------------------------------
+
+ALIAS_BOMB = "\n".join(
+    ["version: 1", "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    + [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]" for level in range(1, 9)]
+    + ["training: {bomb: *a8}", ""]
+)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_yaml_alias_bomb_is_refused_quickly(command: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    suite = tmp_path / "bomb.yaml"
+    suite.write_text(ALIAS_BOMB, encoding="utf-8")
+    extra = ["--store", str(tmp_path / "r.sqlite"), "--no-progress"] if command == "run" else []
+    assert main([command, str(suite), *extra]) == 2
+    assert f"{suite}: the suite expands to more than 100,000 values (through YAML aliases)" in _one_line(capsys)
+    assert [path.name for path in tmp_path.iterdir()] == ["bomb.yaml"]
+
+
+def test_aliases_that_stay_small_are_fine(write_suite: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = write_suite("version: 1\nbers: &sweep [1.0e-5, 1.0e-4]\nfault_space: {}\nmethods: [none]\n")
+    assert main(["validate", str(suite)]) == 0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("methods: [none, none]", "methods: none is listed twice"),
+    ("methods: [{name: none}, none]", "methods: none is listed twice"),
+    ("formats: [fp32, fp16, fp32]", "formats: fp32 is listed twice"),
+])
+def test_an_item_listed_twice_is_refused(text: str, message: str, write_suite: Any,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(write_suite(f"version: 1\n{text}\n"))]) == 2
+    assert message in _one_line(capsys)
+
+
+def test_the_same_item_with_other_options_is_two_items(write_suite: Any) -> None:
+    suite = write_suite("version: 1\ndatasets: [{name: synthetic, seed: 1}, {name: synthetic, seed: 2}]\n")
+    assert main(["validate", str(suite)]) == 0
+
+
+def test_an_unknown_key_in_a_method_item_lists_the_items_keys(write_suite: Any,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    suite = write_suite("version: 1\nmethods: [{name: none, options: {}, extra: 2}]\n")
+    assert main(["validate", str(suite)]) == 2
+    assert _one_line(capsys).endswith("methods.0.extra: unknown option (allowed: name, options)\n")
+
+
+def test_every_line_of_several_problems_is_marked_as_an_error(write_suite: Any,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    suite = write_suite("version: 1\nmethods: [{name: ranger, bogus: 1}, {name: fitact, bogus: 2}]\n")
+    assert main(["validate", str(suite)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("resbench: error: ") for line in lines), lines
+
+
+ACT_SINGLE_SUITE = TINY_SUITE + "faults: [{name: act-single, operators: [linear], names: ['nothing.*']}]\n"
+
+
+def test_activation_faults_that_choose_no_operator_fail_validation(write_suite: Any,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    suite = write_suite(ACT_SINGLE_SUITE)
+    assert main(["validate", str(suite)]) == 2
+    error = _one_line(capsys)
+    assert "model test-mlp: no operator of the model matches operators ['linear'] and names ['nothing.*']" in error
+
+
+def test_activation_faults_that_choose_no_operator_are_bad_input_before_the_store(
+    write_suite: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = write_suite(ACT_SINGLE_SUITE)
+    store = tmp_path / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(store), "--cache-dir", str(tmp_path / "c"), "--no-progress"]) == 2
+    assert "no operator of the model matches" in _one_line(capsys)
+    assert not store.exists()
+
+
+def test_a_read_only_store_file_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from resbench.run import store as store_module
+
+    path = _store(tmp_path)
+    connect = sqlite3.connect
+    monkeypatch.setattr(store_module.sqlite3, "connect",  # the file's permissions allow reading only
+                        lambda database, *args, **kwargs: connect(f"file:{database}?mode=ro", uri=True))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TINY_SUITE, encoding="utf-8")
+    assert main(["run", str(suite), "--store", str(path), "--cache-dir", str(tmp_path / "c"), "--no-progress"]) == 2
+    assert "it is read-only; pass another --store" in _one_line(capsys)
+
+
+def test_a_full_disk_while_caching_a_baseline_blames_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    def full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TINY_SUITE, encoding="utf-8")
+    assert main(["run", str(suite), "--store", str(tmp_path / "r.sqlite"), "--cache-dir", str(tmp_path / "c"),
+                 "--no-progress"]) == 1
+    error = capsys.readouterr().err
+    assert f"baseline failed in plugin resbench: cannot store the baseline in the artifact cache {tmp_path / 'c'}: " \
+           "No space left on device" in error, error
+
+
+def test_more_workers_than_the_machine_can_run_are_bad_input(write_suite: Any,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    workers = 4 * (os.cpu_count() or 1) + 1
+    suite = write_suite(f"version: 1\nexecutor: {{name: process, workers: {workers}}}\n")
+    assert main(["validate", str(suite)]) == 2
+    assert f"workers: at most {workers - 1} on this machine" in _one_line(capsys)
+
+
+def test_a_worker_the_system_cannot_start_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from resbench.errors import ResbenchError
+    from resbench.run.executors import ProcessExecutor, ProcessOptions, _Pool
+
+    def start_worker(pool: _Pool, worker: int) -> None:
+        if worker == 1:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(_Pool, "start_worker", start_worker)
+    executor = ProcessExecutor(ProcessOptions(workers=2))
+    with pytest.raises(ResbenchError, match=r"^cannot start worker process 2 of 2: Resource temporarily unavailable; "
+                                            r"pass fewer --workers$"):
+        list(executor.map([lambda: iter(())]))
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_ray_address_where_nothing_listens_is_bad_input_before_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'resbench[ray]')")
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Ray was asked to connect")
+
+    monkeypatch.setattr(ray, "init", never)
+    address = f"127.0.0.1:{_closed_port()}"
+    store = tmp_path / "r.sqlite"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TINY_SUITE, encoding="utf-8")
+    assert main(["run", str(suite), "--executor", "ray", "--address", address, "--store", str(store),
+                 "--cache-dir", str(tmp_path / "c"), "--no-progress"]) == 2
+    assert f"--address {address}: no Ray cluster answers there (Connection refused)" in _one_line(capsys)
+    assert not store.exists()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _descendants(pids: list[int]) -> list[int]:
+    """``pids`` and every process they started, from /proc."""
+    parents = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents[int(status.parent.name)] = int(status.read_text(encoding="utf-8").rsplit(")", 1)[1].split()[1])
+    family = list(pids)
+    for pid in family:
+        family += [child for child, parent in parents.items() if parent == pid and child not in family]
+    return family
+
+
+RAY_DRIVER = """
+import sys
+import ray
+from resbench.run.ray_executor import RayExecutor, RayOptions, _ray_processes
+RayExecutor(RayOptions(cpus=1))._connect()
+print(" ".join(map(str, _ray_processes(ray))), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_ray_started_here_does_not_outlive_a_killed_driver() -> None:
+    import subprocess
+    import time
+
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'resbench[ray]')")
+    with subprocess.Popen([sys.executable, "-c", RAY_DRIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as driver:
+        assert driver.stdout is not None
+        pids = [int(pid) for pid in driver.stdout.readline().split()]
+        assert pids and all(_alive(pid) for pid in pids)
+        family = _descendants(pids)
+        driver.kill()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [pid for pid in family if _alive(pid)]

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from resbench.activation_faults import ActivationFaultModel
-from resbench.cache import ArtifactCache, MissingArtifact
+from resbench.cache import ArtifactCache, ArtifactCacheError
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import DatasetSplits, load_dataset
 from resbench.errors import PluginError, ResbenchError, blame_plugin
@@ -384,7 +384,7 @@ def _culprit(error: BaseException, group: Group, default_family: str) -> str:
     group's items (method, model, dataset, format, fault models); else the plugin of the phase's item."""
     if isinstance(error, PluginError):
         return error.plugin
-    if isinstance(error, MissingArtifact):  # the cluster's set-up, no plugin's doing
+    if isinstance(error, ArtifactCacheError):  # the machine's or the cluster's set-up, no plugin's doing
         return "resbench"
     registries = get_registries()
     specs = {"methods": group.method_spec, "models": group.model_spec, "datasets": group.dataset_spec,

@@ -167,8 +167,8 @@ class ArtifactCache:
             write_atomically(entry.metadata_path, text, "artifact cache")
         except (OSError, UsageError) as error:
             reason = f"{error.strerror} ({error.filename})" if isinstance(error, OSError) else str(error)
-            raise ArtifactCacheError(f"cannot store the {kind} in the artifact cache {self.root}: {reason}; free some "
-                                     "space or pass another --cache-dir") from None
+            raise ArtifactCacheError(f"cannot store the {kind} in the artifact cache {self.root}: {reason}; make room "
+                                     "there or pass another --cache-dir") from None
         self._remove_stale_payloads(entry, checksum)
         return record
 

@@ -97,9 +97,9 @@ if said != b"done":
 
 def _ray_processes(ray: Any) -> list[int]:
     """The process ids of the Ray started here (its head processes: they start and reap its workers)."""
-    node = getattr(getattr(ray, "_private", None), "worker", None)
-    node = getattr(getattr(node, "_global_node", None), "all_processes", {}) if node is not None else {}
-    return [info.process.pid for infos in node.values() for info in infos if getattr(info, "process", None)]
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    processes = getattr(getattr(worker, "_global_node", None), "all_processes", None) or {}
+    return [info.process.pid for infos in processes.values() for info in infos if getattr(info, "process", None)]
 
 
 def _guard(pids: list[int]) -> subprocess.Popen[bytes]:

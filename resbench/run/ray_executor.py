@@ -70,24 +70,37 @@ def _check_listening(address: str) -> None:
                          "'ray start --head' or pass its address") from None
 
 
-#: The guard: it waits for the driver's end of a pipe to close; unless the driver said "done" first (a clean
-#: shutdown), the driver died, and the guard kills the Ray processes whose ids it was given and, on Linux,
-#: every process they started (agents, workers).
+#: The guard: it watches the driver's end of a pipe and notes the processes the given Ray processes started
+#: (agents, workers; on Linux), at once and then every second. When the pipe closes without the driver saying "done" (a
+#: clean shutdown), the driver died: the guard kills every process it noted.
 _GUARD = """
-import os, signal, sys
-said = sys.stdin.buffer.read()
-if said != b"done":
+import os, select, signal, sys
+
+def family(known):
     parents = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/stat") as status:
+                parents[int(entry)] = int(status.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             pass
-    doomed = [int(pid) for pid in sys.argv[1:]]
-    for pid in doomed:
-        doomed += [child for child, parent in parents.items() if parent == pid and child not in doomed]
-    for pid in doomed:
+    found = list(known)
+    for pid in found:
+        found += [child for child, parent in parents.items() if parent == pid and child not in found]
+    return found
+
+known, said = family([int(pid) for pid in sys.argv[1:]]), b""
+print("watching", flush=True)
+while True:
+    if select.select([sys.stdin], [], [], 1.0)[0]:
+        chunk = os.read(sys.stdin.fileno(), 16)
+        if not chunk:
+            break
+        said += chunk
+    else:
+        known = family(known)
+if said != b"done":
+    for pid in family(known):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -103,9 +116,13 @@ def _ray_processes(ray: Any) -> list[int]:
 
 
 def _guard(pids: list[int]) -> subprocess.Popen[bytes]:
-    """Start the guard of a Ray started here (see :data:`_GUARD`)."""
-    return subprocess.Popen([sys.executable, "-c", _GUARD, *map(str, pids)], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    """Start the guard of a Ray started here (see :data:`_GUARD`), once it has noted the processes to stop."""
+    guard = subprocess.Popen([sys.executable, "-c", _GUARD, *map(str, pids)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    if guard.stdout is not None:
+        guard.stdout.readline()
+        guard.stdout.close()
+    return guard
 
 
 def _run_job(job: Any) -> Iterator[Any]:

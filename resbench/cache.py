@@ -5,7 +5,7 @@ accepts, usually a state dict) and ``HASH.json`` beside it, holding the key, the
 SHA-256 checksum, creation time, build time, versions and the builder's own metadata (metrics, timings).
 ``HASH`` is the SHA-256 of the canonical JSON of (kind, key).
 
-Writes are atomic (temporary file, then ``os.replace``), payload first and metadata last, so the metadata
+Writes are atomic (:func:`resbench.files.write_atomically`), payload first and metadata last, so the metadata
 file is the commit mark. An entry that is partial or corrupt (missing metadata or payload, truncated
 payload, checksum mismatch, unreadable file) is reported with a logging warning and rebuilt, never
 loaded. Two processes building the same entry at once both succeed; the last metadata written wins and
@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,9 +31,11 @@ from typing import Any
 import torch
 
 from resbench import __version__
-from resbench.errors import ResbenchError
+from resbench.errors import ResbenchError, UsageError
+from resbench.files import write_atomically
 
-__all__ = ["CACHE_DIR_VARIABLE", "DEFAULT_CACHE_DIR", "ArtifactCache", "CacheEntry", "MissingArtifact", "key_hash"]
+__all__ = ["CACHE_DIR_VARIABLE", "DEFAULT_CACHE_DIR", "ArtifactCache", "ArtifactCacheError", "CacheEntry",
+           "MissingArtifact", "key_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,28 +75,16 @@ class CacheEntry:
         return self.directory / f"{self.hash}-{checksum[:16]}.pt"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
-            raise OSError(error.errno, error.strerror, str(path)) from None
-        raise
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class MissingArtifact(ResbenchError):
+class ArtifactCacheError(ResbenchError):
+    """The artifact cache could not hold an artifact (no space, no permission): the machine's doing, not a
+    plugin's."""
+
+
+class MissingArtifact(ArtifactCacheError):
     """An artifact an earlier job made is not in this worker's cache (see ``ArtifactCache(builds=False)``)."""
 
 
@@ -173,8 +162,13 @@ class ArtifactCache:
             "metadata": dict(metadata),
         }
         text = json.dumps(record, indent=2, sort_keys=True) + "\n"  # fails before writing on non-JSON metadata
-        _write_atomically(entry.payload_path(checksum), data)
-        _write_atomically(entry.metadata_path, text.encode())
+        try:
+            write_atomically(entry.payload_path(checksum), data, "artifact cache")
+            write_atomically(entry.metadata_path, text, "artifact cache")
+        except (OSError, UsageError) as error:
+            reason = f"{error.strerror} ({error.filename})" if isinstance(error, OSError) else str(error)
+            raise ArtifactCacheError(f"cannot store the {kind} in the artifact cache {self.root}: {reason}; make room "
+                                     "there or pass another --cache-dir") from None
         self._remove_stale_payloads(entry, checksum)
         return record
 

@@ -23,6 +23,8 @@ __all__ = [
 ]
 
 SUITE_VERSION: Literal[1] = 1
+#: Values a suite file may hold once its YAML aliases are expanded; real suites hold a few hundred.
+MAX_SUITE_VALUES = 100_000
 SeedValue = Annotated[int, pydantic.Field(ge=0, le=2**63 - 1)]
 
 
@@ -147,6 +149,17 @@ class Suite(pydantic.BaseModel):
         except UsageError as error:
             raise ValueError(str(error)) from None
 
+    @pydantic.field_validator("methods", "models", "datasets", "formats", "faults")
+    @classmethod
+    def _check_distinct(cls, specs: list[ComponentSpec]) -> list[ComponentSpec]:
+        seen: set[str] = set()
+        for spec in specs:
+            key = spec.model_dump_json()
+            if key in seen:
+                raise ValueError(f"{spec.label} is listed twice (its cells would be computed twice)")
+            seen.add(key)
+        return specs
+
     @pydantic.model_validator(mode="after")
     def _check_seeds(self) -> Suite:
         if self.seeds and "seed" in self.model_fields_set:
@@ -193,4 +206,24 @@ def load_suite(path: Path) -> Suite:
         raise UsageError(f"{where}: malformed YAML: {problem}") from None
     if data is None:  # an empty or comment-only file: most likely the wrong file, never "the defaults"
         raise UsageError(f"{path}: the suite file is empty (no settings, only comments or blank lines)")
+    _check_expanded_size(data, path)
     return parse_suite(data, str(path))
+
+
+def _check_expanded_size(data: Any, path: Path) -> None:
+    """Refuse a file whose aliases expand to more than :data:`MAX_SUITE_VALUES` values.
+
+    YAML loads an alias as a shared reference, but validation copies every reference: nested aliases (the
+    "billion laughs" file) would grow to gigabytes. Counting stops at the bound, so it costs little.
+    """
+    pending, count = [data], 0
+    while pending:
+        value = pending.pop()
+        count += 1
+        if count > MAX_SUITE_VALUES:
+            raise UsageError(f"{path}: the suite expands to more than {MAX_SUITE_VALUES:,} values (through YAML "
+                             "aliases); refused")
+        if isinstance(value, dict):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            pending += value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Sequence
 from typing import Any
 
 import pydantic
@@ -31,6 +33,28 @@ def _describe_constraints(field: Any) -> str:
     return " and ".join(bounds)
 
 
+def _nested_model(annotation: Any) -> type[pydantic.BaseModel] | None:
+    """The pydantic model an annotation holds (itself, or inside ``list[...]``, ``X | None``, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        if (found := _nested_model(argument)) is not None:
+            return found
+    return None
+
+
+def _model_at(model: type | None, path: Sequence[Any]) -> type | None:
+    """The model whose key sits at ``path`` inside ``model`` (list indices skipped); None when not a model."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        model = _nested_model(fields[part].annotation)
+    return model
+
+
 def format_validation_error(error: pydantic.ValidationError, where: str, model: type | None = None) -> str:
     """One line per problem: where it is, the key, what is wrong and, when known, the allowed range."""
     lines = []
@@ -38,8 +62,9 @@ def format_validation_error(error: pydantic.ValidationError, where: str, model: 
     for problem in error.errors():
         location = ".".join(str(part) for part in problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(fields)) or "none, this item takes no options"
+        if problem["type"] == "extra_forbidden":  # the keys of the item that holds it, not of the suite
+            allowed = (", ".join(sorted(getattr(_model_at(model, problem["loc"][:-1]), "model_fields", {})))
+                       or "none, this item takes no options")
             message = f"unknown option (allowed: {allowed})"
         else:
             key = str(problem["loc"][0]) if problem["loc"] else ""

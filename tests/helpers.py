@@ -7,10 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from resbench.run.store import CellRecord, ResultStore, TrialRow
 
-__all__ = ["CURVES", "PROVENANCE", "ROW_COLUMNS", "TINY_SUITE", "make_cell", "make_trial", "rows", "store_with"]
+__all__ = ["CURVES", "MINIMAL_SUITE", "PROVENANCE", "ROW_COLUMNS", "TINY_SUITE", "make_cell", "make_trial",
+           "one_line_error", "rows", "small_store", "store_with"]
 
 PROVENANCE = {
     "suite": "t",
@@ -91,3 +93,35 @@ bers: [1.0e-3, 1.0e-2]
 trials: 3
 training: {epochs: 1}
 """
+
+
+#: The smallest suite a method runs in: one synthetic dataset, the test MLP, fp32, one BER, two trials.
+MINIMAL_SUITE = """\
+version: 1
+datasets: [{name: synthetic, train_size: 128, test_size: 32, separation: 3.0}]
+models: [test-mlp]
+formats: [fp32]
+bers: [1.0e-3]
+trials: 2
+training: {epochs: 1}
+"""
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    return error
+
+
+def small_store(folder: Path) -> Path:
+    """A small store with two methods over three BERs."""
+    path = folder / "r.sqlite"
+    with ResultStore(path) as store:
+        run_id = store.start_run(PROVENANCE)
+        for method, (clean, curve) in CURVES.items():
+            store.upsert_cell(make_cell(f"{method}-0", method, 0.0), run_id)
+            store.add_trials([make_trial(f"{method}-0", 0, clean, flips=0)], run_id)
+            for ber, accuracies in curve.items():
+                store.upsert_cell(make_cell(f"{method}-{ber}", method, ber), run_id)
+                store.add_trials([make_trial(f"{method}-{ber}", i, a) for i, a in enumerate(accuracies)], run_id)
+    return path

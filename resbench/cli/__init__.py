@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResbenchError as error:
         if verbose:
             _print_cause(error)
-        print(f"resbench: error: {error}", file=sys.stderr)
+        for problem in str(error).splitlines():  # several problems: each its own line, each marked as an error
+            print(f"resbench: error: {problem}", file=sys.stderr)
         return error.exit_status
     except OSError as error:  # a disk, permission or file-system failure while running: one line, no traceback
         print(f"resbench: error: {error}", file=sys.stderr)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resbench.errors import UsageError, blame_plugin
+from resbench.files import check_folder, replace_atomically, write_atomically
 from resbench.plugins import get_registries, hookimpl
 from resbench.run.store import DEFAULT_STORE, ResultStore
 
@@ -20,64 +18,20 @@ if TYPE_CHECKING:
     from resbench.report.tables import LeaderboardTable
 
 __all__ = ["ExportCommand", "LeaderboardCommand", "PlotCommand", "check_folder", "load_leaderboard",
-           "register_commands", "write_text_atomically"]
-
-
-def check_folder(folder: Path, what: str) -> None:
-    """Refuse, as bad input, a folder that cannot be created or written: a file on its path, no permission,
-    a name the file system refuses (too long)."""
-    existing = folder
-    try:
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-    except OSError as error:
-        raise UsageError(f"{what} {folder}: {error.strerror}") from None
-    if existing.exists() and not existing.is_dir():
-        problem = "is a file" if existing == folder else f"cannot be created: {existing} is a file"
-        raise UsageError(f"{what} {folder}: {problem}, not a folder")
-    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {folder}: no permission to write in {existing}")
-
-
-def write_text_atomically(path: Path, text: str, what: str = "--output") -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half a file.
-
-    A path that is a folder, or whose folder cannot be made, is bad input; on any failure nothing is left.
-    """
-    try:
-        is_folder = path.is_dir()
-    except OSError as error:  # a name the file system refuses (too long)
-        raise UsageError(f"{what} {path}: {error.strerror}") from None
-    if is_folder:
-        raise UsageError(f"{what} {path}: is a folder; name a file")
-    check_folder(path.parent, what)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; reports are for sharing
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
-            raise OSError(error.errno, error.strerror, str(path)) from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+           "register_commands"]
 
 
 def load_leaderboard(store_path: Path) -> tuple[list[LeaderboardTable], Any]:
-    """Leaderboard tables, each with the provenance of its cells, and the trial frame of the store."""
+    """Leaderboard tables, each with the provenance of its cells, and the trial frame of the store.
+
+    The trials of a cell whose latest attempt failed are left out: a partial cell is never ranked as if complete.
+    """
     from resbench.report.tables import build_leaderboard  # scipy is slow to import: only when needed
 
     with ResultStore.open_existing(store_path) as store:
         cells, trials, runs = store.cells_frame(), store.trials_frame(), store.runs_frame()
+        failed = store.failures_frame()["cell_id"]
+    trials = trials[~trials["cell_id"].isin(failed)]
     tables = build_leaderboard(cells, trials)
     return [dataclasses.replace(table, provenance=_provenance(table, cells, runs)) for table in tables], trials
 
@@ -162,7 +116,7 @@ class LeaderboardCommand:
 
             text = standalone_document(text)
         if args.output:
-            write_text_atomically(args.output, text)
+            write_atomically(args.output, text)
         else:
             print(text, end="" if text.endswith("\n") else "\n")
         return 0
@@ -223,15 +177,10 @@ class ExportCommand:
                 raise UsageError("parquet export needs pyarrow: pip install pyarrow, or use --format csv")
             if args.output is None:
                 raise UsageError("parquet export needs --output FILE")
-            if args.output.is_dir():
-                raise UsageError(f"--output {args.output}: is a folder; name a file")
-            check_folder(args.output.parent, "--output")
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            temporary = args.output.with_name(f".{args.output.name}.tmp")
-            trials.to_parquet(temporary, index=False)
-            os.replace(temporary, args.output)
+            with replace_atomically(args.output) as temporary:
+                trials.to_parquet(temporary, index=False)
         elif args.output:
-            write_text_atomically(args.output, trials.to_csv(index=False))
+            write_atomically(args.output, trials.to_csv(index=False))
         else:
             print(trials.to_csv(index=False), end="")
         return 0

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 
 from resbench.cache import ArtifactCache
-from resbench.cli.report_cmds import check_folder, load_leaderboard, write_text_atomically
+from resbench.cli.report_cmds import load_leaderboard
 from resbench.config import Suite, load_suite, parse_suite
 from resbench.errors import UsageError
+from resbench.files import check_folder, write_atomically
 from resbench.plugins import get_registries, hookimpl
 from resbench.report.renderers import render_html, render_markdown
 from resbench.run.store import DEFAULT_STORE, CellFailure
@@ -93,8 +94,8 @@ def write_reports(store: Path, output: Path) -> list[Path]:
     from resbench.report.plots import write_figures  # matplotlib is slow to import: only when needed
 
     tables, trials = load_leaderboard(store)
-    write_text_atomically(output / "leaderboard.md", render_markdown(tables), "--report-dir")
-    write_text_atomically(output / "leaderboard.html", render_html(tables), "--report-dir")
+    write_atomically(output / "leaderboard.md", render_markdown(tables), "--report-dir")
+    write_atomically(output / "leaderboard.html", render_html(tables), "--report-dir")
     figures = write_figures(tables, trials, output / "figures")
     return [output / "leaderboard.md", output / "leaderboard.html", *figures]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from resbench.config import load_suite
 from resbench.plugins import hookimpl
-from resbench.run.validation import SuiteSize, check_suite
+from resbench.run.validation import SuiteSize, check_operator_choices, check_suite
 
 __all__ = ["ValidateCommand", "register_commands"]
 
@@ -24,6 +24,7 @@ class ValidateCommand:
         """Validate (what ``resbench run`` checks before any work) and print a one-line summary."""
         suite = load_suite(args.suite)
         check_suite(suite, str(args.suite))
+        check_operator_choices(suite, str(args.suite))
         size = SuiteSize(suite)
         seeds = f" x {len(suite.seeds)} seeds" if suite.seeds else ""
         print(

@@ -30,19 +30,42 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from resbench.engine.activation_faults import ActivationFaultModel, ImageFaults, select_operators
+from resbench.engine.activation_faults import (
+    ActivationFaultModel,
+    ActivationFaultOptions,
+    ImageFaults,
+    select_operators,
+)
 from resbench.engine.faultspace import FaultSpaceLayout
 from resbench.engine.formats import Float32, NumberFormat
 from resbench.errors import UsageError
 from resbench.models.callsites import activation_call_sites, is_rewritten, rewrite_activation_call_sites
 
-__all__ = ["ActivationInjector", "BatchPlan"]
+__all__ = ["ActivationInjector", "BatchPlan", "chosen_operators"]
 
 _UNSIGNED = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}
 _SIGNED = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
 
 #: Per operator name: flat indices into the batch's output and their XOR masks (code dtype), on the device.
 BatchPlan = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def chosen_operators(model: nn.Module, options: ActivationFaultOptions) -> tuple[nn.Module, set[str]]:
+    """The model to hook (rewritten so that every activation call has its own module when the options choose
+    activations; parameters shared) and the qualified names of the operators the options choose in it.
+
+    Choosing nothing is bad input (:class:`UsageError`).
+    """
+    call_sites: list[str] = []
+    if "activation" in options.operators:
+        model = model if is_rewritten(model) else rewrite_activation_call_sites(model, copy_model=False)
+        call_sites = activation_call_sites(model)
+    chosen = {_before_bound(model, name) if name in call_sites else name
+              for name in select_operators(model, options, call_sites)}
+    if not chosen:
+        raise UsageError(f"no operator of the model matches operators {list(options.operators)} and names "
+                         f"{list(options.names)}")
+    return model, chosen
 
 
 def _aliases(output: torch.Tensor, inputs: tuple[Any, ...]) -> bool:
@@ -66,22 +89,16 @@ class ActivationInjector:
     """
 
     def __init__(self, model: nn.Module, fault_model: ActivationFaultModel, example: torch.Tensor) -> None:
-        options = fault_model.options
-        call_sites: list[str] = []
-        if "activation" in options.operators:
-            model = model if is_rewritten(model) else rewrite_activation_call_sites(model, copy_model=False)
-            call_sites = activation_call_sites(model)
+        try:
+            model, chosen = chosen_operators(model, fault_model.options)
+        except UsageError as error:
+            raise UsageError(f"fault model {fault_model.name}: {error}") from None
         self.model = model
         self.format: NumberFormat = fault_model.number_format()
         self.quantizes = not isinstance(self.format, Float32)
         self.device = example.device
         self.scales: dict[str, torch.Tensor] = {}
         self.plan: BatchPlan = {}
-        chosen = {_before_bound(model, name) if name in call_sites else name
-                  for name in select_operators(model, options, call_sites)}
-        if not chosen:
-            raise UsageError(f"fault model {fault_model.name}: no operator of the model matches operators "
-                             f"{list(options.operators)} and names {list(options.names)}")
         self.layout = self._probe(chosen, example[:1])
         self._code_bits = torch.iinfo(self.format.code_dtype).bits
         self._handles: list[RemovableHandle] = [

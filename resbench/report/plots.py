@@ -7,9 +7,7 @@ showing how bimodal trial accuracy under faults is.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from resbench.files import replace_atomically
 from resbench.report.keys import format_ber
 from resbench.report.tables import LeaderboardTable
 
@@ -85,27 +84,10 @@ def plot_distributions(table: LeaderboardTable, trials: pd.DataFrame) -> plt.Fig
 def _save_atomically(figure: plt.Figure, path: Path) -> None:
     """Draw into a temporary file beside ``path``, then rename: a kill or a full disk leaves the previous
     figure in place, never a truncated one."""
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    temporary = Path(name)
-    try:
-        # A fixed salt gives stable SVG element ids: regenerated figures differ only where the data do.
-        with matplotlib.rc_context({"svg.hashsalt": "resbench"}):
-            figure.savefig(temporary, dpi=120, format=path.suffix[1:],
-                           metadata={"Date": None} if path.suffix == ".svg" else None)
-        temporary.chmod(0o666 & ~_umask())  # mkstemp makes 0600 files; figures are for sharing
-        os.replace(temporary, path)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
-            raise OSError(error.errno, error.strerror, str(path)) from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    # A fixed salt gives stable SVG element ids: regenerated figures differ only where the data do.
+    with replace_atomically(path) as temporary, matplotlib.rc_context({"svg.hashsalt": "resbench"}):
+        figure.savefig(temporary, dpi=120, format=path.suffix[1:],
+                       metadata={"Date": None} if path.suffix == ".svg" else None)
 
 
 def _save(figure: plt.Figure, folder: Path, stem: str) -> list[Path]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import pydantic
 
+from resbench.errors import ResbenchError
 from resbench.options import Options
 from resbench.plugins import hookimpl
 
@@ -68,12 +69,29 @@ class LocalExecutor:
             yield from job()
 
 
+#: Worker processes per CPU at most: each computes on one core, so more only compete for the cores.
+WORKERS_PER_CPU = 4
+
+
+def _cpus() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
 class ProcessOptions(Options):
     """Options of ``process``."""
 
     trial_batch: int = trial_batch_option(10)
-    workers: int = pydantic.Field(default=max(1, (os.cpu_count() or 1)), ge=1, le=1024,
-                                  description="worker processes (default: one per CPU)")
+    workers: int = pydantic.Field(default_factory=_cpus, ge=1,
+                                  description=f"worker processes (default: one per CPU; at most {WORKERS_PER_CPU} "
+                                  "per CPU)")
+
+    @pydantic.field_validator("workers")
+    @classmethod
+    def _check_workers(cls, workers: int) -> int:
+        if workers > WORKERS_PER_CPU * _cpus():
+            raise ValueError(f"at most {WORKERS_PER_CPU * _cpus()} on this machine ({WORKERS_PER_CPU} per CPU, "
+                             f"{_cpus()} CPUs): each worker computes on one core")
+        return workers
 
 
 def _die_with_parent() -> None:
@@ -149,7 +167,12 @@ class ProcessExecutor:
             context = multiprocessing.get_context("spawn")  # no inherited locks, threads or CUDA state
             self._pool = _Pool(context, context.Queue(), {}, {}, {})
             for worker in range(self.options.workers):
-                self._pool.start_worker(worker)
+                try:
+                    self._pool.start_worker(worker)
+                except OSError as error:  # the system's limit on processes or memory
+                    self.close()
+                    raise ResbenchError(f"cannot start worker process {worker + 1} of {self.options.workers}: "
+                                        f"{error.strerror or error}; pass fewer --workers") from None
         return self._pool
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 
-from resbench.cache import MissingArtifact
+from resbench.cache import ArtifactCacheError
 from resbench.config import ComponentSpec
 from resbench.errors import PluginError, ResbenchError
 from resbench.plugins import get_registries
@@ -42,7 +42,7 @@ def _culprit(error: BaseException, group: Group, default_family: str) -> str:
     group's items (method, model, dataset, format, fault models); else the plugin of the phase's item."""
     if isinstance(error, PluginError):
         return error.plugin
-    if isinstance(error, MissingArtifact):  # the cluster's set-up, no plugin's doing
+    if isinstance(error, ArtifactCacheError):  # the machine's or the cluster's set-up, no plugin's doing
         return "resbench"
     registries = get_registries()
     specs = {"methods": group.method_spec, "models": group.model_spec, "datasets": group.dataset_spec,

@@ -10,7 +10,8 @@ later job that does not find them there fails its cells, naming the folder, rath
 
 ``--address HOST:PORT`` joins a running cluster (``ray start --head`` on one node, ``ray start
 --address`` on the others); without it, a Ray instance is started on this machine for the run, bound to
-the loopback address.
+the loopback address. A small guard process stops that Ray's processes when the driver ends without
+shutting it down (killed), so none outlives the run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import queue
+import socket
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -35,6 +39,8 @@ logger = logging.getLogger(__name__)
 MAX_RETRIES = 3
 #: Jobs in flight at once (each holds a driver thread that relays its outputs).
 MAX_IN_FLIGHT = 64
+#: How long the check of ``--address`` waits for the cluster to accept a connection.
+CONNECT_SECONDS = 5.0
 _DONE = object()
 
 
@@ -48,6 +54,75 @@ class RayOptions(Options):
     node_ip_address: str = pydantic.Field(default="127.0.0.1", description="address of a Ray started on this "
                                           "machine (loopback by default)")
     trial_batch: int = trial_batch_option(10)
+
+
+def _check_listening(address: str) -> None:
+    """Refuse (bad input, before the store is touched) a ``HOST:PORT`` where nothing accepts connections:
+    Ray would otherwise wait for it forever. Other address forms (``auto``) are left to Ray."""
+    host, separator, port = address.removeprefix("ray://").rpartition(":")
+    if not separator or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UsageError(f"--address {address}: no Ray cluster answers there ({reason}); start one with "
+                         "'ray start --head' or pass its address") from None
+
+
+#: The guard: it watches the driver's end of a pipe and notes the processes the given Ray processes started
+#: (agents, workers; on Linux), at once and then every second. When the pipe closes without the driver saying "done" (a
+#: clean shutdown), the driver died: the guard kills every process it noted.
+_GUARD = """
+import os, select, signal, sys
+
+def family(known):
+    parents = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        try:
+            with open(f"/proc/{entry}/stat") as status:
+                parents[int(entry)] = int(status.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    found = list(known)
+    for pid in found:
+        found += [child for child, parent in parents.items() if parent == pid and child not in found]
+    return found
+
+known, said = family([int(pid) for pid in sys.argv[1:]]), b""
+print("watching", flush=True)
+while True:
+    if select.select([sys.stdin], [], [], 1.0)[0]:
+        chunk = os.read(sys.stdin.fileno(), 16)
+        if not chunk:
+            break
+        said += chunk
+    else:
+        known = family(known)
+if said != b"done":
+    for pid in family(known):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def _ray_processes(ray: Any) -> list[int]:
+    """The process ids of the Ray started here (its head processes: they start and reap its workers)."""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    processes = getattr(getattr(worker, "_global_node", None), "all_processes", None) or {}
+    return [info.process.pid for infos in processes.values() for info in infos if getattr(info, "process", None)]
+
+
+def _guard(pids: list[int]) -> subprocess.Popen[bytes]:
+    """Start the guard of a Ray started here (see :data:`_GUARD`), once it has noted the processes to stop."""
+    guard = subprocess.Popen([sys.executable, "-c", _GUARD, *map(str, pids)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    if guard.stdout is not None:
+        guard.stdout.readline()
+        guard.stdout.close()
+    return guard
 
 
 def _run_job(job: Any) -> Iterator[Any]:
@@ -68,10 +143,13 @@ class RayExecutor:
             import ray
         except ImportError:
             raise UsageError("the ray executor needs Ray: pip install 'resbench[ray]'") from None
+        if options.address is not None:
+            _check_listening(options.address)
         self.options = options
         self.trial_batch = options.trial_batch
         self._ray = ray
         self._started_here = False
+        self._guard: subprocess.Popen[bytes] | None = None
 
     def _connect(self) -> None:
         ray = self._ray
@@ -82,6 +160,7 @@ class RayExecutor:
         else:
             ray.init(address="local", num_cpus=self.options.cpus, include_dashboard=False, log_to_driver=False,
                      configure_logging=False, _node_ip_address=self.options.node_ip_address)
+            self._guard = _guard(_ray_processes(ray))
         self._started_here = True
 
     def close(self) -> None:
@@ -89,6 +168,11 @@ class RayExecutor:
         if self._started_here:
             self._ray.shutdown()
             self._started_here = False
+        guard, self._guard = self._guard, None
+        if guard is not None and guard.stdin is not None:
+            guard.stdin.write(b"done")
+            guard.stdin.close()
+            guard.wait()
 
     def map(self, jobs: Iterable[Any]) -> Iterator[Any]:
         """Submit the jobs as Ray tasks; yield their outputs as they arrive."""

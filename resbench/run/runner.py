@@ -55,7 +55,7 @@ from resbench.run.jobs import (
 from resbench.run.provenance import collect_provenance
 from resbench.run.rerun import cells_to_replace, check_rerun
 from resbench.run.store import CellFailure, ResultStore, TrialRow
-from resbench.run.validation import check_suite
+from resbench.run.validation import check_operator_choice, check_suite
 
 __all__ = ["RunSettings", "RunSummary", "run_suite"]
 
@@ -154,10 +154,12 @@ class _Driver:
         return self.summary
 
     def _check_datasets(self) -> None:
-        """Every dataset's splits (a missing data root is found here) and, given a checkpoint, a check
-        that it fits every model on every dataset: bad input surfaces before the store is touched."""
+        """Every dataset's splits (a missing data root is found here), the operators activation fault models
+        choose in every model and, given a checkpoint, a check that it fits every model on every dataset:
+        bad input surfaces before the store is touched."""
         for dataset_spec in self.suite.datasets:
             splits: DatasetSplits = load_dataset(dataset_spec.name, dataset_spec.options, self.settings.data_root)
+            check_operator_choice(self.suite, splits, "suite")
             if self.settings.checkpoint is not None:
                 for model_spec in self.suite.models:
                     baseline(self.context, model_spec, splits)

@@ -8,10 +8,13 @@ The store's integrity is a checked promise:
 
 * a resbench store carries resbench's SQLite ``application_id`` and its schema version in
   ``user_version``; any other SQLite file (or any other file) is refused, never adopted or altered;
-* only ``resbench run`` writes (:class:`ResultStore`); reports open the file read-only
-  (:meth:`ResultStore.open_existing`), which also works on read-only media;
-* a run first checks the file for damage, and holds an exclusive lock while it writes, so a second
-  run on the same store is refused with a clear message rather than computing everything twice;
+* only ``resbench run`` writes (:class:`ResultStore`), and only to a new (empty) file or a resbench store;
+  reports open the file read-only (:meth:`ResultStore.open_existing`), which also works on read-only media
+  (a store a killed run left with its write-ahead log there is refused: SQLite cannot read that log);
+* a run first checks the file for damage, its indexes included (a damaged index would let a (cell, trial)
+  row be written twice; it is rebuilt when no key is stored twice), and holds an exclusive lock while it
+  writes, so a second run on the same store is refused with a clear message rather than computing
+  everything twice;
 * SQLite failures (damage, a full disk, a locked file) surface as one line naming the file.
 """
 
@@ -20,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -43,6 +48,10 @@ APPLICATION_ID = 0x52427374
 #: Version of the tables below, kept in SQLite's ``user_version``.
 SCHEMA_VERSION = 1
 _TABLES = ("runs", "cells", "trials", "failures")
+#: The key each keyed table promises to hold once per row.
+_KEYS = {"cells": "cell_id", "trials": "cell_id, trial", "failures": "cell_id"}
+_DAMAGED = "Restore it from a copy or pass another --store"
+logger = logging.getLogger(__name__)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -217,7 +226,7 @@ def _problem(path: Path, error: Exception) -> ResbenchError:
     if "locked" in message or "busy" in message:
         return ResbenchError(f"{path}: the store is locked by another process ({message}); try again")
     if "readonly" in message:
-        return ResbenchError(f"{path}: cannot write the store: {message}")
+        return UsageError(f"{path}: cannot write the store ({message}): it is read-only; pass another --store")
     return ResbenchError(f"{path}: {message}")
 
 
@@ -244,7 +253,26 @@ def _read_only_connection(path: Path) -> sqlite3.Connection:
     except sqlite3.OperationalError:
         if os.access(path.parent, os.W_OK):
             raise
+    log = path.with_name(f"{path.name}-wal")
+    if log.is_file() and log.stat().st_size > 0:
+        raise UsageError(f"{path}: a run stopped before closing this store, and SQLite cannot read the trials it left "
+                         f"in {log.name} on read-only media; copy both files to a writable folder and read them there")
     return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+
+
+@functools.cache
+def _schema_columns() -> dict[str, tuple[str, ...]]:
+    """The column names of each resbench table, as :data:`_SCHEMA` creates them."""
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.executescript(_SCHEMA)
+        return {table: _columns(connection, table) for table in _TABLES}
+    finally:
+        connection.close()
+
+
+def _columns(connection: sqlite3.Connection, table: str) -> tuple[str, ...]:
+    return tuple(row[1] for row in connection.execute(f"PRAGMA table_info({table})"))
 
 
 class ResultStore:
@@ -263,12 +291,14 @@ class ResultStore:
         self._connection: sqlite3.Connection  # opened below
         self._writable = False  # set once the file is known to be a resbench store open for writing
         _check_name(self.path)
+        self._new = not read_only and (not self.path.exists() or self.path.stat().st_size == 0)
         if self.path.is_dir():
             raise UsageError(f"{self.path}: the store must be a file, not a directory")
         try:
             if read_only:
                 self._connection = _read_only_connection(self.path)
                 self._check_format(new_allowed=False)
+                self._check_integrity(repair=False)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._connection = sqlite3.connect(self.path, timeout=30.0)  # creates the file when absent
@@ -284,14 +314,12 @@ class ResultStore:
             raise
 
     def _open_for_writing(self) -> None:
-        new = self._check_format(new_allowed=True)
-        if not new:
-            result = next(iter(self._connection.execute("PRAGMA quick_check").fetchall()), None)
-            if result is None or result[0] != "ok":
-                raise UsageError(f"{self.path}: the store is damaged ({result[0] if result else 'no answer'}); "
-                                 "nothing was written. Restore it from a copy or pass another --store")
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
+        """Check the file, create the tables of a new store, then switch to write-ahead logging.
+
+        The tables and the stamp come first, in one transaction: a file without them is never resbench's.
+        """
+        if not self._check_format(new_allowed=True):
+            self._check_integrity(repair=True)
         with self._connection:
             self._connection.execute("BEGIN IMMEDIATE")
             if self._check_format(new_allowed=True) or self._version() < SCHEMA_VERSION:
@@ -300,29 +328,84 @@ class ResultStore:
                         self._connection.execute(statement)
                 self._connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 self._connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+
+    def _integrity_problem(self) -> str | None:
+        """SQLite's first complaint about the file (pages, records, indexes), or None when it is sound."""
+        result = next(iter(self._connection.execute("PRAGMA integrity_check").fetchall()), None)
+        if result is None:
+            return "no answer"
+        return None if result[0] == "ok" else str(result[0]).splitlines()[-1]  # past "*** in database main ***"
+
+    def _keys_stored_twice(self) -> int:
+        """Keys that rows of a keyed table share, read without any index (a damaged one hides them)."""
+        tables = [table for table in _KEYS if table in self._tables()]
+        return sum(self._connection.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} NOT INDEXED GROUP BY {_KEYS[table]} HAVING count(*) > 1)"
+        ).fetchone()[0] for table in tables)
+
+    def _check_integrity(self, repair: bool) -> None:
+        """Refuse a damaged store; with ``repair`` (a run), rebuild damaged indexes when no key is stored twice.
+
+        ``PRAGMA quick_check`` alone would miss an index that disagrees with its table, through which a run
+        writes a (cell, trial) row twice and a report drops rows.
+        """
+        problem = self._integrity_problem()
+        if problem is None:
+            return
+        action = "nothing was written" if repair else "nothing was read"
+        if twice := self._keys_stored_twice():
+            raise UsageError(f"{self.path}: the store is damaged ({twice} keys held by more than one row; {problem}); "
+                             f"{action}. {_DAMAGED}")
+        if "index" not in problem:
+            raise UsageError(f"{self.path}: the store is damaged ({problem}); {action}. {_DAMAGED}")
+        if not repair:
+            raise UsageError(f"{self.path}: the store is damaged ({problem}); {action}. The run that wrote it, run "
+                             "again, rebuilds its damaged index")
+        with self._connection:
+            self._connection.execute("REINDEX")
+        if (after := self._integrity_problem()) is not None:
+            raise UsageError(f"{self.path}: the store is damaged ({after}); {action}. {_DAMAGED}")
+        logger.warning("%s: rebuilt the store's damaged indexes (%s); no row was lost", self.path, problem)
 
     def _version(self) -> int:
         return int(self._connection.execute("PRAGMA user_version").fetchone()[0])
 
-    def _check_format(self, new_allowed: bool) -> bool:
-        """Refuse a file that is not a resbench store; True when the file is empty (a new store)."""
-        application_id = int(self._connection.execute("PRAGMA application_id").fetchone()[0])
-        tables = sorted(row[0] for row in self._connection.execute(
+    def _tables(self) -> list[str]:
+        return sorted(row[0] for row in self._connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
+
+    def _check_format(self, new_allowed: bool) -> bool:
+        """Refuse a file that is not a resbench store; True for a new store (a file that was absent or empty).
+
+        A SQLite file of no tables that was not empty before this run is someone else's: it is refused too.
+        """
+        application_id = int(self._connection.execute("PRAGMA application_id").fetchone()[0])
+        tables = self._tables()
         if application_id == APPLICATION_ID:
             if self._version() > SCHEMA_VERSION:
                 raise UsageError(f"{self.path}: written by a newer resbench (store schema {self._version()}, "
                                  f"this resbench reads up to {SCHEMA_VERSION}); upgrade resbench")
             return False
         if application_id == 0 and not tables:
-            if new_allowed:
+            if new_allowed and self._new:
                 return True
-            raise UsageError(f"{self.path}: not a resbench store (an empty database); run 'resbench run' first")
-        if application_id == 0 and set(tables) >= {"runs", "cells", "trials"} and set(tables) <= set(_TABLES):
-            return False  # a store written before stores carried their schema version; its tables are these
+            if not new_allowed:
+                raise UsageError(f"{self.path}: not a resbench store (an empty database); run 'resbench run' first")
+            raise UsageError(f"{self.path}: not a resbench store (a SQLite database of no tables, user version "
+                             f"{self._version()}); it was left as it is")
+        if application_id == 0 and self._legacy_store(tables):
+            return False  # a store written before stores carried their schema version
         held = f"tables {', '.join(tables)}" if tables else "no tables"
         raise UsageError(f"{self.path}: not a resbench store (it holds {held}, application id {application_id}); "
                          "it was left as it is")
+
+    def _legacy_store(self, tables: list[str]) -> bool:
+        """Whether the tables are exactly resbench's, column for column (a store older than its stamp)."""
+        if not set(tables) >= {"runs", "cells", "trials"} or not set(tables) <= set(_TABLES):
+            return False
+        return all(_columns(self._connection, table) == _schema_columns()[table] for table in tables)
 
     @classmethod
     def open_existing(cls, path: Path) -> ResultStore:
@@ -415,7 +498,8 @@ class ResultStore:
         """Write trial rows in one transaction (all or none); returns how many were new.
 
         A row already stored (same cell and trial) is kept as it is: a trial is written once, whoever
-        computed it.
+        computed it. Rows clear the failure an earlier run recorded for their cell, never one of this run
+        (a cell that failed after some of its rows were computed stays failed).
         """
         if not rows:
             return 0
@@ -447,7 +531,8 @@ class ResultStore:
             )
             added = connection.total_changes - before
             cell_ids = sorted({row.cell_id for row in rows})
-            connection.execute(f"DELETE FROM failures WHERE cell_id IN ({', '.join('?' * len(cell_ids))})", cell_ids)
+            marks = ", ".join("?" * len(cell_ids))
+            connection.execute(f"DELETE FROM failures WHERE run_id != ? AND cell_id IN ({marks})", [run_id, *cell_ids])
         return added
 
     def record_failures(self, failures: Sequence[CellFailure], run_id: int) -> None:
@@ -473,7 +558,7 @@ class ResultStore:
         return removed
 
     def failures_frame(self) -> pd.DataFrame:
-        """Cells whose latest attempt failed and that hold no trial since."""
+        """Cells whose latest attempt failed (a later run that added trials to the cell cleared its failure)."""
         with self._guard():
             return pd.read_sql_query("SELECT * FROM failures ORDER BY dataset, model, method, format", self._connection)
 

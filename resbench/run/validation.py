@@ -2,7 +2,9 @@
 
 :func:`check_suite` finds every problem of a parsed suite that can be found without running it (names
 that no plugin registers, options an item rejects, ``fault_space`` and ``training`` settings, each fault
-model against each number format) and raises one :class:`UsageError` listing them, one line each.
+model against each number format) and raises one :class:`UsageError` listing them, one line each;
+:func:`check_operator_choice` checks, once a dataset is loaded, that activation fault models choose
+operators in every model built for it.
 :func:`resolve_fault_models` and :func:`resolve_formats` are where a suite's fault and format specs become
 objects (a run keeps them in its :class:`~resbench.run.cells.CellKeys`).
 """
@@ -10,18 +12,26 @@ objects (a run keeps them in its :class:`~resbench.run.cells.CellKeys`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
+
+import torch
 
 from resbench.config import ComponentSpec, Suite
+from resbench.datasets import DatasetSplits, load_dataset
+from resbench.engine.activation_faults import ActivationFaultOptions
+from resbench.engine.activation_injection import chosen_operators
 from resbench.engine.faults import FaultModel
 from resbench.engine.faultspace import FaultSpaceOptions
 from resbench.engine.formats import NumberFormat
 from resbench.errors import UsageError
+from resbench.models import build_model
 from resbench.options import validate_options
 from resbench.plugins import get_registries
 from resbench.training import TrainingOptions
 
-__all__ = ["SuiteSize", "check_suite", "resolve_fault_models", "resolve_formats"]
+__all__ = ["SuiteSize", "check_operator_choice", "check_operator_choices", "check_suite", "resolve_fault_models",
+           "resolve_formats"]
 
 #: Suite fields naming plugin items, and the registry (family) of each.
 _FAMILY_OF_FIELD = {"methods": "methods", "models": "models", "datasets": "datasets", "formats": "formats",
@@ -103,6 +113,31 @@ def _fault_problems(suite: Suite, source: str) -> list[str]:
                     problems.append(f"{source}: fault model {fault_spec.label} with format {format_spec.label}: "
                                     f"{error}")
     return problems
+
+
+def check_operator_choice(suite: Suite, splits: DatasetSplits, source: str) -> None:
+    """Each activation fault model must choose at least one operator in each model built for ``splits``
+    (untrained: which operators exist does not depend on the weights)."""
+    for label, fault_model in resolve_fault_models(suite, source).items():
+        if fault_model.target != "activations":
+            continue
+        options = cast(ActivationFaultOptions, fault_model.options)
+        for model_spec in suite.models:
+            with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the generator as it was
+                model = build_model(model_spec.name, splits.image_shape, splits.num_classes, model_spec.options)
+            try:
+                chosen_operators(model, options)
+            except UsageError as error:
+                raise UsageError(f"{source}: fault model {label}, model {model_spec.label}: {error}") from None
+
+
+def check_operator_choices(suite: Suite, source: str, data_root: Path | None = None) -> None:
+    """:func:`check_operator_choice` on every dataset of the suite (each loaded, when the suite has
+    activation fault models)."""
+    if all(model.target != "activations" for model in resolve_fault_models(suite, source).values()):
+        return
+    for dataset_spec in suite.datasets:
+        check_operator_choice(suite, load_dataset(dataset_spec.name, dataset_spec.options, data_root), source)
 
 
 class SuiteSize:

@@ -20,16 +20,7 @@ from resbench.errors import PluginError
 from resbench.methods import Method, PrepareContext
 from resbench.registry import Registry
 from resbench.run.store import ResultStore
-
-SUITE = """\
-version: 1
-datasets: [{name: synthetic, train_size: 128, test_size: 32, separation: 3.0}]
-models: [test-mlp]
-formats: [fp32]
-bers: [1.0e-3]
-trials: 2
-training: {epochs: 1}
-"""
+from tests.helpers import MINIMAL_SUITE as SUITE
 
 
 @pytest.fixture

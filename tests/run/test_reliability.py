@@ -13,17 +13,12 @@ import pytest
 
 from resbench.cli import main
 from tests.helpers import TINY_SUITE as SUITE
+from tests.helpers import one_line_error, small_store
 
 
 def _state(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes: what a command must leave unchanged."""
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "Traceback" not in error, error
-    return error
 
 
 @pytest.fixture
@@ -52,7 +47,7 @@ def test_read_only_commands_never_turn_a_file_into_a_store(
     before = _state(tmp_path)
     extra = ["--output", str(tmp_path / "figures")] if command == "plot" else []
     assert main([command, "--store", str(path), *extra]) == 2
-    assert f"{path}: not a resbench store" in _one_line(capsys)
+    assert f"{path}: not a resbench store" in one_line_error(capsys)
     assert _state(tmp_path) == before
 
 
@@ -65,7 +60,7 @@ def test_run_refuses_an_unrelated_sqlite_file(
     status = main(["run", str(suite), "--store", str(foreign), "--cache-dir", str(tmp_path / "cache"),
                    "--report-dir", str(tmp_path / "reports"), "--no-progress", "--device", "cpu"])
     assert status == 2
-    assert "not a resbench store (it holds tables notes" in _one_line(capsys)
+    assert "not a resbench store (it holds tables notes" in one_line_error(capsys)
     assert _state(tmp_path) == before
 
 
@@ -82,10 +77,10 @@ def test_run_on_a_damaged_store_writes_nothing(tmp_path: Path, capsys: pytest.Ca
     store.write_bytes(bytes(data))
     before = store.read_bytes()
     assert main(argv) == 2
-    assert f"{store}: the store is damaged" in _one_line(capsys)
+    assert f"{store}: the store is damaged" in one_line_error(capsys)
     assert store.read_bytes() == before
     assert main(["leaderboard", "--store", str(store)]) == 2
-    assert f"{store}: the store is damaged" in _one_line(capsys)
+    assert f"{store}: the store is damaged" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +99,7 @@ def test_odd_values_are_bad_input_in_one_line(
     argv = [argument.format(tmp=tmp_path) for argument in arguments]
     defaults = ["--store", str(tmp_path / "r.sqlite")] if "--store" not in arguments else []
     assert main(["run", *argv, *defaults, "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 2
-    assert message in _one_line(capsys)
+    assert message in one_line_error(capsys)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -117,7 +112,7 @@ def test_an_empty_suite_file_is_refused(
     suite.write_text(text, encoding="utf-8")
     extra = ["--store", str(tmp_path / "r.sqlite"), "--no-progress"] if command == "run" else []
     assert main([command, str(suite), *extra]) == 2
-    assert "the suite file is empty" in _one_line(capsys)
+    assert "the suite file is empty" in one_line_error(capsys)
     assert [path.name for path in tmp_path.iterdir()] == ["suite.yaml"]
 
 
@@ -129,7 +124,7 @@ def test_a_random_bytes_checkpoint_is_not_said_to_hold_python_objects(
     status = main(["run", "--models", "test-mlp", "--checkpoint", str(checkpoint), "--store",
                    str(tmp_path / "r.sqlite"), "--no-progress"])
     assert status == 2
-    error = _one_line(capsys)
+    error = one_line_error(capsys)
     assert "not a file written by torch.save" in error and "Python objects" not in error
 
 
@@ -141,24 +136,9 @@ def test_a_model_saved_whole_is_said_to_hold_python_objects(tmp_path: Path, caps
     status = main(["run", "--models", "test-mlp", "--checkpoint", str(checkpoint), "--store",
                    str(tmp_path / "r.sqlite"), "--no-progress"])
     assert status == 2
-    assert "Python objects" in _one_line(capsys)
+    assert "Python objects" in one_line_error(capsys)
 
 
-def _store(folder: Path) -> Path:
-    """A small store with two methods over three BERs."""
-    from resbench.run.store import ResultStore
-    from tests.helpers import CURVES, PROVENANCE, make_cell, make_trial
-
-    path = folder / "r.sqlite"
-    with ResultStore(path) as store:
-        run_id = store.start_run(PROVENANCE)
-        for method, (clean, curve) in CURVES.items():
-            store.upsert_cell(make_cell(f"{method}-0", method, 0.0), run_id)
-            store.add_trials([make_trial(f"{method}-0", 0, clean, flips=0)], run_id)
-            for ber, accuracies in curve.items():
-                store.upsert_cell(make_cell(f"{method}-{ber}", method, ber), run_id)
-                store.add_trials([make_trial(f"{method}-{ber}", i, a) for i, a in enumerate(accuracies)], run_id)
-    return path
 
 
 def _disk_full(*args: Any, **kwargs: Any) -> Any:
@@ -171,15 +151,15 @@ def _disk_full(*args: Any, **kwargs: Any) -> Any:
 def test_a_full_disk_names_the_file_and_leaves_the_previous_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from resbench.cli import report_cmds
+    from resbench import files
 
-    store = _store(tmp_path)
+    store = small_store(tmp_path)
     board = tmp_path / "board.md"
     assert main(["leaderboard", "--store", str(store), "--output", str(board)]) == 0
     previous = board.read_bytes()
-    monkeypatch.setattr(report_cmds.os, "fdopen", _disk_full)
+    monkeypatch.setattr(files.os, "fdopen", _disk_full)
     assert main(["leaderboard", "--store", str(store), "--format", "csv", "--output", str(board)]) == 1
-    assert f"No space left on device: '{board}'" in _one_line(capsys)
+    assert f"No space left on device: '{board}'" in one_line_error(capsys)
     assert board.read_bytes() == previous
     assert not list(tmp_path.glob(".board.md.*"))
 
@@ -192,7 +172,7 @@ def test_figures_are_replaced_atomically(tmp_path: Path, monkeypatch: pytest.Mon
     from resbench.report.tables import build_leaderboard
     from resbench.run.store import ResultStore
 
-    with ResultStore.open_existing(_store(tmp_path)) as store:
+    with ResultStore.open_existing(small_store(tmp_path)) as store:
         cells, trials = store.cells_frame(), store.trials_frame()
     tables = build_leaderboard(cells, trials)
     output = tmp_path / "figures"

@@ -189,8 +189,9 @@ def test_failures_are_recorded_and_cleared_by_trials(tmp_path: Path) -> None:
         store.record_failures([failure], run_id)
         assert store.failures_frame()["phase"].tolist() == ["prepare"]
         store.upsert_cell(make_cell("a"), run_id)
-        assert store.add_trials([make_trial("a", 0, 90.0)], run_id) == 1
-        assert store.add_trials([make_trial("a", 0, 90.0)], run_id) == 0  # written once
+        rerun = store.start_run(PROVENANCE)
+        assert store.add_trials([make_trial("a", 0, 90.0)], rerun) == 1
+        assert store.add_trials([make_trial("a", 0, 90.0)], rerun) == 0  # written once
         assert store.failures_frame().empty
 
 

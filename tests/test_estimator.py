@@ -184,19 +184,20 @@ def test_paired_differences_use_identical_sites(tmp_path: Path, monkeypatch: pyt
 
 @pytest.mark.slow
 def test_coverage_simulation_on_a_small_model(tmp_path: Path) -> None:
-    """The benchmark's coverage simulation: the 95% intervals of the conditional design cover the
-    brute-force reference in at least 93% of repetitions, and the estimates are unbiased."""
+    """The benchmark's coverage simulation: the 95% intervals of the conditional and critical-bit designs
+    cover the brute-force reference in at least 93% of repetitions, and the estimates are unbiased."""
     import subprocess
 
     output = tmp_path / "coverage.json"
     script = Path(__file__).parents[1] / "benchmarks" / "estimator_coverage.py"
     completed = subprocess.run(
-        [sys.executable, str(script), "--repetitions", "150", "--reference", "8000", "--cache-dir",
-         str(tmp_path / "cache"), "--json", str(output)],
+        [sys.executable, str(script), "--bers", "2e-5", "--repetitions", "150", "--reference", "8000",
+         "--cache-dir", str(tmp_path / "cache"), "--json", str(output)],
         capture_output=True, text=True, check=True,
     )
-    figures = json.loads(output.read_text())
+    [figures] = json.loads(output.read_text())["bers"]
     print(completed.stdout)
-    assert figures["conditional_coverage"] >= 0.93
-    assert abs(figures["conditional_bias_z"]) < 4
-    assert figures["conditional_mean_width"] < figures["bernoulli_mean_width"]
+    for design in ("conditional", "critical-bits"):
+        assert figures[f"{design}_coverage"] >= 0.93
+        assert abs(figures[f"{design}_bias_z"]) < 4
+        assert figures[f"{design}_mean_width"] < figures["bernoulli_mean_width"]

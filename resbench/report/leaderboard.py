@@ -296,9 +296,9 @@ def _reference_clean(group_cells: pd.DataFrame, group_trials: pd.DataFrame) -> d
     for seed, seed_cells in clean_cells.groupby("seed"):
         by_method = {str(cell["method"]): float(accuracies.get(cell["cell_id"], math.nan))
                      for _, cell in seed_cells.iterrows()}
+        unprotected = by_method.get(REFERENCE_METHOD, math.nan)
         found = [value for value in by_method.values() if not math.isnan(value)]
-        fallback = max(found) if found else math.nan
-        reference[int(seed)] = by_method.get(REFERENCE_METHOD, fallback)
+        reference[int(seed)] = unprotected if not math.isnan(unprotected) else max(found, default=math.nan)
     return reference
 
 

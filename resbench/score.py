@@ -56,7 +56,7 @@ def resilience_score(
     (posterior draws), which the result keeps; NaN where the sweep does not overlap the reference range."""
     values = np.asarray(accuracies, dtype=float)
     leading = values.shape[:-1] if values.ndim > 1 else (1,)
-    curves = values.reshape(-1, values.shape[-1]) if values.ndim > 1 else values[None, :]
+    curves = values.reshape(math.prod(leading), values.shape[-1])
     span = covered_range(bers, reference)
     if span is None or math.isnan(clean) or math.isnan(chance):
         return np.full(leading, math.nan)

@@ -1,18 +1,29 @@
-"""Coverage and bias of the conditional-on-a-flip estimator against a brute-force Bernoulli campaign.
+"""Coverage and bias of the campaign designs against a brute-force Bernoulli campaign, and the trials
+each design needs.
 
-For one deployed model and one BER:
+**Coverage** (the default), for one deployed model at each BER of ``--bers``:
 
 1. reference: a long plain Bernoulli campaign (every trial a direct draw; zero-flip trials reuse the
    clean result) gives the true mean accuracy up to a small standard error;
-2. repetitions: many independent small campaigns of the conditional design (trials given at least
-   one flip, weighted exactly by P(K = 0), :mod:`resbench.engine.estimator`), each giving an estimate and its
-   95% bounded-bootstrap interval; the same number of plain Bernoulli trials beside them, with the
-   same interval, for comparison.
+2. repetitions: many independent small campaigns of each design, each giving an estimate and its 95%
+   bounded-bootstrap interval: ``conditional`` (trials given at least one flip, weighted exactly by
+   P(K = 0), :mod:`resbench.engine.estimator`), ``critical-bits`` (trials per critical-bit stratum, weighted
+   exactly by the binomial stratum probabilities, a third of them a pilot and the rest allocated by
+   Neyman from the pilot's spread, :mod:`resbench.engine.strata`) and plain ``bernoulli`` trials.
 
-Prints the coverage of the 95% intervals (share of repetitions whose interval holds the reference),
-their mean width, and the bias of the estimates (mean estimate minus reference, in reference standard
-errors). ``--json`` writes the figures for tests. Default: a small MLP on synthetic data (seconds);
+Prints per design the coverage of the 95% intervals (share of repetitions whose interval holds the
+reference), the misses below and above, their mean width, and the bias of the estimates (mean estimate
+minus reference, in standard errors). Default: a small MLP on synthetic data (minutes);
 ``--model lenet5 --dataset mnist5k --test-limit 500`` is the default suite's model.
+
+**Trials for a +-1-point interval** (``--trials-needed``): for the MLP on digits in fp32 and LeNet-5 on
+mnist5k in fp32 and q15.16, at BERs 1e-6 and 1e-5, the trials each design needs for a 95% interval of
+half-width 1 point, ``(1.96 sigma)^2`` with ``sigma`` the standard deviation of one trial's contribution:
+``P(K >= 1)`` times that of accuracy given a flip (conditional), ``sum_h W_h S_h`` under Neyman
+allocation (critical-bit strata; Cochran 1977, eq. 5.27). Spreads come from ``--pilot`` trials per
+design and stratum.
+
+``--json`` writes the figures.
 """
 
 from __future__ import annotations
@@ -40,8 +51,16 @@ from resbench.engine.evaluation import (
 from resbench.engine.faults import FaultModel, FaultSites, resolve_fault_model
 from resbench.engine.formats import resolve_format
 from resbench.engine.injection import Injector
+from resbench.engine.strata import STRATA, CriticalBitStrata, neyman_allocation
 from resbench.seeds import derive_seed
 from resbench.training import load_or_train_baseline
+
+DESIGNS = ("conditional", "critical-bits", "bernoulli")
+#: (model, dataset, test limit, format) of the trials-needed table
+TRIALS_NEEDED_SETUPS = (("mlp", "digits", None, "fp32"), ("lenet5", "mnist5k", 500, "fp32"),
+                        ("lenet5", "mnist5k", 500, "q15.16"))
+TRIALS_NEEDED_BERS = (1e-6, 1e-5)
+Z95 = 1.959963984540054
 
 
 @dataclass
@@ -55,17 +74,28 @@ class Deployed:
     clean_accuracy: float
 
 
-def deploy(args: argparse.Namespace, cache_dir: Path) -> Deployed:
-    options = {"test_limit": args.test_limit} if args.test_limit else {}
-    if args.dataset == "synthetic":
+@dataclass(frozen=True)
+class Setup:
+    """What to deploy: model, dataset (with an optional class-stratified test subset) and format."""
+
+    model: str
+    dataset: str
+    format: str
+    test_limit: int | None = None
+    epochs: int | None = None
+
+
+def deploy(setup: Setup, cache_dir: Path) -> Deployed:
+    options: dict[str, object] = {"test_limit": setup.test_limit} if setup.test_limit else {}
+    if setup.dataset == "synthetic":
         options.update({"train_size": 512, "test_size": 256, "separation": 3.0})
-    splits = load_dataset(args.dataset, options)
+    splits = load_dataset(setup.dataset, options)
     device = torch.device("cpu")
-    model = load_or_train_baseline(args.model, {}, splits, seed=0, cache=ArtifactCache(cache_dir), device=device,
-                                   training_options={"epochs": args.epochs} if args.epochs else None,
+    model = load_or_train_baseline(setup.model, {}, splits, seed=0, cache=ArtifactCache(cache_dir), device=device,
+                                   training_options={"epochs": setup.epochs} if setup.epochs else None,
                                    progress=False).model.eval()
     data = load_evaluation_data(splits.test, device, 1024)
-    injector = Injector.deploy(model, resolve_format(args.format))
+    injector = Injector.deploy(model, resolve_format(setup.format))
     logits = predict_logits(model, data)
     predictions, _ = predictions_of(logits)
     clean = trial_metrics(logits, data.labels, predictions).accuracy
@@ -92,39 +122,121 @@ def conditional_trials(deployed: Deployed, faults: FaultModel, ber: float, count
                      for t in range(count)])
 
 
-def simulate(args: argparse.Namespace, cache_dir: Path) -> dict[str, float]:
-    deployed = deploy(args, cache_dir)
-    faults = resolve_fault_model("bitflip")
+def strata_of(deployed: Deployed, faults: FaultModel, ber: float, critical_bits: list[int] | None = None
+              ) -> CriticalBitStrata:
+    """The critical-bit strata at ``ber``: the format's critical bits, or ``critical_bits`` instead."""
+    bits = critical_bits if critical_bits else deployed.injector.format.critical_bits()
+    return CriticalBitStrata.of(faults, deployed.injector.layout, ber, bits)
+
+
+def stratum_trials(deployed: Deployed, strata: CriticalBitStrata, stratum: int, count: int, stream: str,
+                   start: int = 0) -> list[float]:
+    return [accuracy_under(deployed, strata.sample(stratum, derive_seed(stream, stratum, t)))
+            for t in range(start, start + count)]
+
+
+def critical_bit_campaign(deployed: Deployed, strata: CriticalBitStrata, trials: int, stream: str
+                          ) -> list[list[float]]:
+    """``trials`` trials in the sampled strata (1..3): a third as a pilot spread over those of positive
+    weight, the rest allocated by Neyman from the pilot's standard deviations (plus a point, so a stratum
+    whose pilot agreed keeps a share)."""
+    weights = strata.weights()[1:]
+    live = [index for index in range(len(STRATA) - 1) if weights[index] > 0]
+    pilot = max(2, trials // (3 * max(len(live), 1)))
+    samples: list[list[float]] = [stratum_trials(deployed, strata, index + 1, pilot, stream) if index in live
+                                  else [] for index in range(len(STRATA) - 1)]
+    deviations = [float(np.std(sample, ddof=1)) + 1.0 if len(sample) > 1 else 0.0 for sample in samples]
+    allocation = neyman_allocation(weights, deviations, trials, minimum=pilot)
+    for index in live:
+        samples[index] += stratum_trials(deployed, strata, index + 1, allocation[index] - pilot, stream, pilot)
+    return samples
+
+
+def coverage_at(deployed: Deployed, faults: FaultModel, ber: float, args: argparse.Namespace) -> dict[str, float]:
+    """Reference, then each design's coverage, one-sided misses, width and bias at one BER."""
     layout = deployed.injector.layout
-    zero_flip = zero_flip_probability(layout.total_elements * faults.allowed_bits(layout).size, args.ber)
-    reference = bernoulli_trials(deployed, faults, args.ber, args.reference, "reference")
+    zero_flip = zero_flip_probability(layout.total_elements * faults.allowed_bits(layout).size, ber)
+    reference = bernoulli_trials(deployed, faults, ber, args.reference, f"reference-{ber}")
     truth = float(reference.mean())
     truth_error = float(reference.std(ddof=1)) / math.sqrt(reference.size)
     design = CellDesign(zero_flip, deployed.clean_accuracy)
-    figures: dict[str, list[float]] = {"conditional": [], "bernoulli": []}
-    covered = {"conditional": 0, "bernoulli": 0}
-    widths = {"conditional": 0.0, "bernoulli": 0.0}
+    strata = strata_of(deployed, faults, ber, args.critical_bits)
+    estimates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in DESIGNS}
     for repetition in range(args.repetitions):
-        samples = {
-            "conditional": (design, conditional_trials(deployed, faults, args.ber, args.trials, f"c{repetition}")),
-            "bernoulli": (CellDesign(), bernoulli_trials(deployed, faults, args.ber, args.trials, f"b{repetition}")),
-        }
-        for name, (cell_design, accuracies) in samples.items():
-            mean, low, high = cell_design.estimate(accuracies.tolist())
-            figures[name].append(mean)
-            covered[name] += int(low <= truth <= high)
-            widths[name] += (high - low) / args.repetitions
-    result = {"ber": args.ber, "zero_flip_probability": zero_flip, "clean": deployed.clean_accuracy,
-              "reference_mean": truth, "reference_se": truth_error, "reference_trials": args.reference,
-              "trials": args.trials, "repetitions": args.repetitions}
-    for name in figures:
-        estimates = np.asarray(figures[name])
-        spread = float(estimates.std(ddof=1)) / math.sqrt(estimates.size)
-        result[f"{name}_coverage"] = covered[name] / args.repetitions
-        result[f"{name}_mean_width"] = widths[name]
-        result[f"{name}_bias"] = float(estimates.mean()) - truth
+        stream = f"{ber}-{repetition}"
+        estimates["conditional"].append(design.estimate(
+            conditional_trials(deployed, faults, ber, args.trials, f"c{stream}").tolist()))
+        estimates["critical-bits"].append(strata.estimate(
+            critical_bit_campaign(deployed, strata, args.trials, f"s{stream}"), deployed.clean_accuracy,
+            seed=repetition))
+        estimates["bernoulli"].append(CellDesign().estimate(
+            bernoulli_trials(deployed, faults, ber, args.trials, f"b{stream}").tolist()))
+    result = {"ber": ber, "zero_flip_probability": zero_flip, "critical_weights": strata.weights().tolist(),
+              "clean": deployed.clean_accuracy, "reference_mean": truth, "reference_se": truth_error}
+    for name, found in estimates.items():
+        means, lows, highs = (np.array(column) for column in zip(*found, strict=True))
+        spread = float(means.std(ddof=1)) / math.sqrt(means.size)
+        result[f"{name}_coverage"] = float(np.mean((lows <= truth) & (truth <= highs)))
+        result[f"{name}_miss_below"] = float(np.mean(truth < lows))
+        result[f"{name}_miss_above"] = float(np.mean(truth > highs))
+        result[f"{name}_mean_width"] = float(np.mean(highs - lows))
+        result[f"{name}_bias"] = float(means.mean()) - truth
         result[f"{name}_bias_z"] = result[f"{name}_bias"] / math.hypot(spread, truth_error)
     return result
+
+
+def trials_needed(deployed: Deployed, faults: FaultModel, ber: float, pilot: int) -> dict[str, float]:
+    """Trials for a +-1-point 95% interval under each design, from pilot spreads (module docstring)."""
+    layout = deployed.injector.layout
+    hit = 1 - zero_flip_probability(layout.total_elements * faults.allowed_bits(layout).size, ber)
+    conditional = conditional_trials(deployed, faults, ber, pilot, f"pilot-{ber}")
+    strata = strata_of(deployed, faults, ber)
+    weights = strata.weights()
+    deviations = [0.0] + [float(np.std(stratum_trials(deployed, strata, h, pilot, f"pilot-{ber}"), ddof=1))
+                          if weights[h] > 0 else 0.0 for h in range(1, len(STRATA))]
+    conditional_sigma = hit * float(conditional.std(ddof=1))
+    strata_sigma = float(np.dot(weights, deviations))
+    return {"ber": ber, "conditional": (Z95 * conditional_sigma) ** 2, "critical-bits": (Z95 * strata_sigma) ** 2,
+            "critical_weights": weights.tolist(), "stratum_sd": deviations, "pilot": pilot}
+
+
+def coverage(args: argparse.Namespace, cache_dir: Path) -> dict[str, object]:
+    setup = Setup(args.model, args.dataset, args.format, args.test_limit, args.epochs)
+    deployed = deploy(setup, cache_dir)
+    faults = resolve_fault_model("bitflip")
+    print(f"{args.model} / {args.dataset} / {args.format} / bitflip, clean {deployed.clean_accuracy:.2f} %; "
+          f"{args.repetitions} repetitions of {args.trials} trials per design")
+    rows = []
+    for ber in args.bers:
+        row = coverage_at(deployed, faults, ber, args)
+        rows.append(row)
+        print(f"BER {ber:g}: P(K=0) = {row['zero_flip_probability']:.4f}; reference {row['reference_mean']:.3f} % "
+              f"± {row['reference_se']:.3f} (SE) from {args.reference} Bernoulli trials")
+        for name in DESIGNS:
+            print(f"  {name:>13}: coverage {100 * row[f'{name}_coverage']:.1f} % (truth below the interval "
+                  f"{100 * row[f'{name}_miss_below']:.1f} %, above {100 * row[f'{name}_miss_above']:.1f} %); "
+                  f"mean width {row[f'{name}_mean_width']:.2f} points; bias {row[f'{name}_bias']:+.3f} points "
+                  f"({row[f'{name}_bias_z']:+.2f} SE)")
+    return {"setup": vars(setup), "trials": args.trials, "repetitions": args.repetitions,
+            "reference_trials": args.reference, "bers": rows}
+
+
+def trials_needed_table(args: argparse.Namespace, cache_dir: Path) -> dict[str, object]:
+    faults = resolve_fault_model("bitflip")
+    rows = []
+    print(f"Trials for a ±1-point 95% interval ({args.pilot} pilot trials per design and stratum)")
+    print("| model / format | BER | conditional | critical-bit strata | fewer |")
+    print("| --- | --- | --- | --- | --- |")
+    for model, dataset, limit, number_format in TRIALS_NEEDED_SETUPS:
+        deployed = deploy(Setup(model, dataset, number_format, limit), cache_dir)
+        for ber in TRIALS_NEEDED_BERS:
+            row = {"model": model, "dataset": dataset, "format": number_format,
+                   **trials_needed(deployed, faults, ber, args.pilot)}
+            rows.append(row)
+            ratio = row["conditional"] / max(row["critical-bits"], 1e-12)
+            print(f"| {model} {number_format} | {ber:g} | {row['conditional']:.0f} | {row['critical-bits']:.0f} | "
+                  f"{ratio:.1f}x |")
+    return {"trials_needed": rows}
 
 
 def main() -> None:
@@ -134,24 +246,22 @@ def main() -> None:
     parser.add_argument("--format", default="fp32")
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the model's recipe)")
-    parser.add_argument("--ber", type=float, default=2e-5)
-    parser.add_argument("--trials", type=int, default=30, help="trials per repetition")
-    parser.add_argument("--repetitions", type=int, default=300)
-    parser.add_argument("--reference", type=int, default=20000, help="trials of the brute-force reference")
+    parser.add_argument("--bers", type=lambda text: [float(part) for part in text.split(",")],
+                        default=[1e-7, 1e-6, 1e-5, 1e-4, 1e-3], help="comma-separated BERs")
+    parser.add_argument("--trials", type=int, default=30, help="trials per repetition and design")
+    parser.add_argument("--critical-bits", type=lambda text: [int(part) for part in text.split(",")], default=None,
+                        help="comma-separated bit positions to stratify on (default: the format's critical bits)")
+    parser.add_argument("--repetitions", type=int, default=100)
+    parser.add_argument("--reference", type=int, default=5000, help="trials of the brute-force reference")
+    parser.add_argument("--trials-needed", action="store_true",
+                        help="instead: trials for a ±1-point interval, conditional vs critical-bit strata")
+    parser.add_argument("--pilot", type=int, default=100, help="--trials-needed: pilot trials per design/stratum")
     parser.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
-        result = simulate(args, args.cache_dir or Path(temporary))
-    print(f"{args.model} / {args.dataset} / {args.format} / bitflip at BER {args.ber:g}: "
-          f"P(K=0) = {result['zero_flip_probability']:.3f}, clean {result['clean']:.2f} %")
-    print(f"reference: {result['reference_mean']:.3f} % ± {result['reference_se']:.3f} (SE) from "
-          f"{args.reference} Bernoulli trials")
-    for name in ("conditional", "bernoulli"):
-        print(f"{name:>11}: coverage of 95% intervals {100 * result[f'{name}_coverage']:.1f} % over "
-              f"{args.repetitions} repetitions of {args.trials} trials; mean width "
-              f"{result[f'{name}_mean_width']:.2f} points; bias {result[f'{name}_bias']:+.3f} points "
-              f"({result[f'{name}_bias_z']:+.2f} SE)")
+        cache_dir = args.cache_dir or Path(temporary)
+        result = trials_needed_table(args, cache_dir) if args.trials_needed else coverage(args, cache_dir)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
 

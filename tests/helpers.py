@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import torch
+from torch import nn
 
+from resbench.engine.injection import Injector
 from resbench.run.store import CellRecord, ResultStore, TrialRow
 
 __all__ = ["CURVES", "MINIMAL_SUITE", "PROVENANCE", "ROW_COLUMNS", "TINY_SUITE", "make_cell", "make_trial",
-           "one_line_error", "rows", "small_store", "store_with"]
+           "one_line_error", "rows", "small_store", "store_with", "tiny_deployment"]
 
 PROVENANCE = {
     "suite": "t",
@@ -125,3 +129,22 @@ def small_store(folder: Path) -> Path:
                 store.upsert_cell(make_cell(f"{method}-{ber}", method, ber), run_id)
                 store.add_trials([make_trial(f"{method}-{ber}", i, a) for i, a in enumerate(accuracies)], run_id)
     return path
+
+
+def tiny_deployment(tmp_path: Path) -> tuple[nn.Module, Injector, Any, torch.Tensor, float]:
+    """The test MLP trained briefly on synthetic data, deployed in fp32: model, injector, evaluation data,
+    fault-free predictions and clean accuracy."""
+    from resbench.cache import ArtifactCache
+    from resbench.datasets import load_dataset
+    from resbench.engine.evaluation import load_evaluation_data, predict_logits, predictions_of, trial_metrics
+    from resbench.engine.formats import resolve_format
+    from resbench.training import load_or_train_baseline
+
+    splits = load_dataset("synthetic", {"train_size": 256, "test_size": 128, "separation": 3.0})
+    model = load_or_train_baseline("test-mlp", {}, splits, seed=0, cache=ArtifactCache(tmp_path), device="cpu",
+                                   training_options={"epochs": 2}, progress=False).model.eval()
+    data = load_evaluation_data(splits.test, torch.device("cpu"), 1024)
+    injector = Injector.deploy(model, resolve_format("fp32"))
+    logits = predict_logits(model, data)
+    predictions, _ = predictions_of(logits)
+    return model, injector, data, predictions, trial_metrics(logits, data.labels, predictions).accuracy

@@ -51,7 +51,7 @@ def suite_from_arguments(args: argparse.Namespace) -> tuple[Suite, str]:
         data["bers"] = _parse_bers(args.bers)
     trials = dict(data["trials"])
     if args.trials is not None:
-        trials = {"trials": args.trials, "max_trials": None, "ci_halfwidth": None}
+        trials.update(trials=args.trials, max_trials=None, ci_halfwidth=None)  # fixed count, same sampling
     if args.max_trials is not None:
         trials["max_trials"] = args.max_trials
     if args.ci_halfwidth is not None:

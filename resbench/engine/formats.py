@@ -81,6 +81,11 @@ class NumberFormat(ABC):
     def bit_fields(self) -> dict[str, tuple[int, ...]]:
         """Named groups of bit positions (``sign``, ``exponent``, ...), for restricting faults."""
 
+    def critical_bits(self) -> tuple[int, ...]:
+        """The bits whose single flip can wreck a stored value, which critical-bit strata sample apart
+        (:mod:`resbench.engine.strata`). By default the two most significant bits; formats say better."""
+        return tuple(range(max(self.bits_per_element - 2, 0), self.bits_per_element))
+
     def scale_for(self, values: torch.Tensor) -> torch.Tensor:
         """The per-tensor scale stored alongside ``values`` (a 0-d float32 tensor; 1 when unscaled)."""
         return torch.ones((), dtype=torch.float32, device=values.device)
@@ -116,6 +121,11 @@ class _IEEEFloat(NumberFormat):
             "exponent": tuple(range(mantissa_bits, sign)),
             "mantissa": tuple(range(mantissa_bits)),
         }
+
+    def critical_bits(self) -> tuple[int, ...]:
+        """The top exponent bit: one flip multiplies a value below 1 by ``2**(2**(exponent_bits - 1))``
+        (about 3e38 in fp32 and bf16, 65536 in fp16) and turns one in [1, 2) into Inf or NaN."""
+        return (self.bits_per_element - 2,)
 
 
 class Float32(_IEEEFloat):
@@ -194,6 +204,10 @@ class FixedPoint(NumberFormat):
             "integer": tuple(range(self.fraction_bits, sign)),
             "fraction": tuple(range(self.fraction_bits)),
         }
+
+    def critical_bits(self) -> tuple[int, ...]:
+        """The sign and integer bits: one flip moves a value by at least 1."""
+        return tuple(range(self.fraction_bits, self.bits_per_element))
 
 
 class Int8(NumberFormat):

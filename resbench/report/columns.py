@@ -17,18 +17,21 @@ COLUMN_HELP: dict[str, str] = {
     "BER x": "estimated mean accuracy (%) under faults at bit-error rate x [95% interval]; one trial = one fault "
     "pattern, injected, the test split evaluated once, the bits restored; trials given at least one flip are "
     "weighted exactly by the probability of none (see How a cell is estimated)",
-    "score": "resilience score [95% interval]: accuracy normalized as (acc - chance) / (clean - chance), clipped "
-    "to [0, 1], averaged over log10 BER across the reference range 1e-09..1e-01, linear between measured BERs; "
-    "the table says which part of the range its sweep covers (nothing is extrapolated). 0 = no better than "
-    "always predicting the most frequent test class, 1 = no loss; a broken model scores 0",
+    "score": "resilience score [95% interval]: accuracy normalized as (acc - chance) / (reference clean - "
+    "chance), clipped to [0, 1], averaged over log10 BER across the reference range 1e-09..1e-01, linear between "
+    "measured BERs; the table says which part of the range its sweep covers (nothing is extrapolated). The "
+    "reference clean accuracy is the unprotected model's (none) of the same setup and seed, for every method "
+    "(without none in the table: its best clean accuracy), so a method that costs clean accuracy pays for it "
+    "and a weak model cannot win. 0 = no better than always predicting the most frequent test class, 1 = never "
+    "below the reference clean accuracy; a broken model scores 0",
     "seed sd": "with several seeds: the standard deviation of the score between seeds, each seed training its "
     "own baseline and preparing its own methods (the BER and score intervals are fault-trial intervals given "
     "the trained models)",
     "tolerable BER": "the largest BER of the grid up to which the estimated mean accuracy stays within 1 point "
-    "of clean accuracy, at that BER and every smaller one, counting only cells with at least 20 trials that "
-    "flipped a bit; in brackets the same rule on the interval's lower bounds (the BER the intervals guarantee) "
-    "and on its upper bounds (the largest they allow); <BER when the smallest BER already fails, \u2013 when "
-    "it has too few trials with a flip to tell",
+    "of the reference clean accuracy (as for the score), at that BER and every smaller one, counting only cells "
+    "with at least 20 trials that flipped a bit; in brackets the same rule on the interval's lower bounds (the "
+    "BER the intervals guarantee) and on its upper bounds (the largest they allow); <BER when the smallest BER "
+    "already fails, \u2013 when it has too few trials with a flip to tell",
     "added values": "stored values the method adds to the fault space (bounds, thresholds): one per call site "
     "for layer-wise bounds, one per output element for neuron-wise bounds",
     "added bits %": "stored bits the method adds to the fault space, relative to the unprotected model's stored "

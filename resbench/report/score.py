@@ -1,12 +1,19 @@
 """The resilience score: chance-corrected accuracy averaged over log10 BER on a fixed reference range.
 
 At each BER, accuracy is normalized as ``(acc - chance) / (clean - chance)`` and clipped to [0, 1]:
-0 is a model no better than always predicting the most frequent class, 1 one that lost nothing. The
+0 is a model no better than always predicting the most frequent class, 1 one that keeps ``clean``. The
 normalized curve, linear between measured BERs, is averaged over log10 BER across
 :data:`REFERENCE_RANGE`. Where the sweep covers only part of it, the score averages over the covered
 part and says so (``score_range``): nothing is extrapolated. So a model at chance scores 0 and a model
-that never loses accuracy scores 1, whatever the grid; noise cannot lift it above 1; a model whose clean
-accuracy is at chance scores 0, so a broken model never ranks first.
+that never falls below ``clean`` scores 1, whatever the grid; noise cannot lift it above 1.
+
+``clean`` is the *reference* clean accuracy of the setup, the same for every method of a leaderboard
+table: the unprotected model's (:mod:`resbench.report.tables`). A method is then scored by its
+accuracy under faults alone, never by what it kept of its own clean accuracy, so a weak model cannot
+win: one whose accuracy never exceeds ``c`` scores at most ``(c - chance) / (clean - chance)`` (0 for a
+model at chance), however little it loses. A method that costs clean accuracy pays
+for it at every BER; one that gains clean accuracy over the reference gets no credit for it (clipped at
+1: a quantization or training gain is not fault resilience).
 """
 
 from __future__ import annotations
@@ -44,12 +51,15 @@ def resilience_score(
     chance: float,
     reference: tuple[float, float] = REFERENCE_RANGE,
 ) -> np.ndarray:
-    """Score(s) of accuracy curves: ``accuracies`` has one column per BER of ``bers`` (ascending) and
-    any leading shape (posterior draws); NaN where the sweep does not overlap the reference range."""
-    curves = np.atleast_2d(np.asarray(accuracies, dtype=float))
+    """Score(s) of accuracy curves, normalized by the reference clean accuracy ``clean`` (module
+    docstring): ``accuracies`` has one column per BER of ``bers`` (ascending) and any leading shape
+    (posterior draws), which the result keeps; NaN where the sweep does not overlap the reference range."""
+    values = np.asarray(accuracies, dtype=float)
+    leading = values.shape[:-1] if values.ndim > 1 else (1,)
+    curves = values.reshape(math.prod(leading), values.shape[-1])
     span = covered_range(bers, reference)
     if span is None or math.isnan(clean) or math.isnan(chance):
-        return np.full(curves.shape[0], math.nan)
+        return np.full(leading, math.nan)
     decades = np.log10(np.asarray(bers, dtype=float))
     low, high = math.log10(span[0]), math.log10(span[1])
     inside = decades[(decades > low) & (decades < high)]
@@ -57,4 +67,4 @@ def resilience_score(
     normalized = normalized_accuracy(curves, clean, chance)
     on_grid = np.stack([np.interp(grid, decades, row) for row in normalized])
     widths = np.diff(grid)
-    return np.asarray((on_grid[:, 1:] + on_grid[:, :-1]) / 2 @ widths / (high - low))
+    return np.asarray((on_grid[:, 1:] + on_grid[:, :-1]) / 2 @ widths / (high - low)).reshape(leading)

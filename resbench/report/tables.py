@@ -11,19 +11,22 @@ Columns (``results/README.md`` explains each for readers; every interval is 95%)
   ``median@``, ``p05@``: median and 5th percentile of trial accuracy; ``catastrophic@``: share of
   trials (%) below :data:`CATASTROPHE_LEVEL` of the way from chance to clean accuracy.
 * ``score`` with ``score_low``, ``score_high``: the resilience score (:mod:`resbench.report.score`) over
-  ``score_range``; ``score_seed_sd``: its standard deviation between seeds (trained models), and
-  ``score_seeds_low``/``score_seeds_high`` a t interval over seeds, when the suite lists several.
+  ``score_range``, every method normalized by the *reference* clean accuracy of its seed: that of
+  ``none`` in the same setup, or without ``none`` the best of the table (:func:`_reference_clean`), so a
+  method that costs clean accuracy pays for it and a weak model cannot win; ``score_seed_sd``: its
+  standard deviation between seeds (trained models), and ``score_seeds_low``/``score_seeds_high`` a t
+  interval over seeds, when the suite lists several.
 * ``tolerable_ber``: the largest BER of the grid at which the estimated mean accuracy, and that at
-  every smaller BER, stays within :data:`TOLERANCE_POINTS` of clean accuracy, counting only cells with
-  at least :data:`MIN_FLIP_TRIALS` trials that flipped a bit; 0 when the smallest BER already fails,
-  NaN when it has too few such trials. ``tolerable_ber_low`` and ``tolerable_ber_high``: the same rule
-  applied to the lower and to the upper interval bounds (the BER the intervals guarantee, and the
-  largest they allow).
+  every smaller BER, stays within :data:`TOLERANCE_POINTS` of the reference clean accuracy (the
+  score's), counting only cells with at least :data:`MIN_FLIP_TRIALS` trials that flipped a bit; 0 when
+  the smallest BER already fails, NaN when it has too few such trials. ``tolerable_ber_low`` and
+  ``tolerable_ber_high``: the same rule applied to the lower and to the upper interval bounds (the BER
+  the intervals guarantee, and the largest they allow).
 * ``diff@BER`` with ``diff_low@``, ``diff_high@``, ``p_holm@``: paired difference to ``none`` on the
   trials with the same index (same fault sites where the fault spaces agree), its interval and the
-  Holm-adjusted p-value of the paired randomization test over all of the table's comparisons. Paired
-  draws share every weight, the pseudo-trials' too: a pseudo-trial is one unseen fault pattern, at its
-  worst (or best) for both methods at once.
+  Holm-adjusted p-value of the paired randomization test over all of the table's comparisons. The
+  interval is the bounded bootstrap of the per-trial differences, its pseudo-trials at the ends of the
+  difference's range: an unseen fault pattern that is a catastrophe in either method alone.
 * ``added_values``: stored values the method adds to the fault space (bounds, thresholds);
   ``added_bits``, ``added_bits_pct``: the stored bits they add.
 * ``overhead_pct`` with ``overhead_low``, ``overhead_high``: median of the paired ratios of interleaved
@@ -54,7 +57,9 @@ from resbench.report.keys import format_ber
 from resbench.report.score import REFERENCE_RANGE, covered_range, resilience_score
 from resbench.statistics import (
     LEVEL,
+    SIDES,
     TrialWeights,
+    difference_draws,
     holm_adjust,
     overhead_interval,
     quantile_interval,
@@ -179,14 +184,14 @@ class _SeedCurve:
     weights: TrialWeights
 
     def draws(self) -> np.ndarray:
-        """Posterior draws of mean accuracy, one column per BER (NaN columns where a cell is missing)."""
+        """Draws of mean accuracy, shape ``(SIDES, draws, BERs)`` (NaN where a cell is missing)."""
         weights = self.weights
         columns = [
             weights.mean_draws(cell.trials, cell.values, *cell.bounds) if cell is not None and cell.trials.size
-            else np.full(weights.low.size, math.nan)
+            else weights.missing()
             for cell in self.cells
         ]
-        return np.stack(columns, axis=1) if columns else np.zeros((weights.low.size, 0))
+        return np.stack(columns, axis=-1) if columns else np.zeros((SIDES, weights.count, 0))
 
     def means(self) -> np.ndarray:
         return np.array([float(cell.values.mean()) if cell is not None and cell.values.size else math.nan
@@ -255,8 +260,9 @@ def _flip_count(frame: pd.DataFrame) -> int:
 
 
 def _tolerable_ber(bers: list[float], accuracies: list[float], flip_trials: list[int], clean: float) -> float:
-    """The largest BER up to which ``accuracies`` stay within :data:`TOLERANCE_POINTS` of ``clean``: 0 when
-    the first BER fails, NaN when the first BER has too few trials with a flip to tell."""
+    """The largest BER up to which ``accuracies`` stay within :data:`TOLERANCE_POINTS` of ``clean`` (the
+    reference clean accuracy of the table, :func:`_reference_clean`): 0 when the first BER fails, NaN when
+    the first BER has too few trials with a flip to tell."""
     tolerable = math.nan
     if math.isnan(clean):
         return tolerable
@@ -276,13 +282,40 @@ class _MethodResult:
     score_draws: np.ndarray
 
 
-def _scores(curves: dict[int, _SeedCurve], bers: list[float]) -> tuple[np.ndarray, list[float]]:
-    """Score draws pooled over seeds (mean of each seed's draws) and each seed's score."""
+def _scores(
+    curves: dict[int, _SeedCurve], bers: list[float], reference: dict[int, float]
+) -> tuple[np.ndarray, list[float]]:
+    """Score draws pooled over seeds (mean of each seed's draws) and each seed's score, every seed's curve
+    normalized by that seed's reference clean accuracy (:func:`_reference_clean`)."""
     per_seed_draws, per_seed = [], []
-    for curve in curves.values():
-        per_seed_draws.append(resilience_score(bers, curve.draws(), curve.clean, curve.chance))
-        per_seed.append(float(resilience_score(bers, curve.means()[None, :], curve.clean, curve.chance)[0]))
+    for seed, curve in curves.items():
+        clean = _seed_reference(curve, seed, reference)
+        per_seed_draws.append(resilience_score(bers, curve.draws(), clean, curve.chance))
+        per_seed.append(float(resilience_score(bers, curve.means()[None, :], clean, curve.chance)[0]))
     return np.mean(per_seed_draws, axis=0), per_seed
+
+
+def _seed_reference(curve: _SeedCurve, seed: int, reference: dict[int, float]) -> float:
+    """The reference clean accuracy of one seed's curve; NaN when the curve lacks its own clean row (an
+    incomplete run)."""
+    return math.nan if math.isnan(curve.clean) else reference.get(seed, math.nan)
+
+
+def _reference_clean(group_cells: pd.DataFrame, group_trials: pd.DataFrame) -> dict[int, float]:
+    """Per seed, the clean accuracy that scores and tolerable BERs of the table are measured against: the
+    unprotected model's (``none``) of the same setup, or without ``none`` the best clean accuracy of the
+    table. A method whose clean accuracy is lower pays for it at every BER, so a weak model that has
+    little left to lose cannot outrank a trained one."""
+    clean_cells = group_cells[group_cells["ber"] == 0]
+    accuracies = group_trials.groupby("cell_id")["accuracy"].mean()
+    reference = {}
+    for seed, seed_cells in clean_cells.groupby("seed"):
+        by_method = {str(cell["method"]): float(accuracies.get(cell["cell_id"], math.nan))
+                     for _, cell in seed_cells.iterrows()}
+        unprotected = by_method.get(REFERENCE_METHOD, math.nan)
+        found = [value for value in by_method.values() if not math.isnan(value)]
+        reference[int(seed)] = unprotected if not math.isnan(unprotected) else max(found, default=math.nan)
+    return reference
 
 
 def _target_of(definition: str) -> str:
@@ -303,11 +336,13 @@ def _seed_columns(per_seed: list[float]) -> dict[str, float]:
 
 
 def _method_result(
-    method: str, cells: pd.DataFrame, trials: pd.DataFrame, bers: list[float], weights: dict[int, TrialWeights]
+    method: str, cells: pd.DataFrame, trials: pd.DataFrame, bers: list[float], weights: dict[int, TrialWeights],
+    reference: dict[int, float],
 ) -> _MethodResult:
     first = cells.iloc[0]
     curves = _seed_curves(trials, cells, bers, weights)
     clean = float(np.mean([curve.clean for curve in curves.values()]))
+    reference_clean = float(np.mean([_seed_reference(curve, seed, reference) for seed, curve in curves.items()]))
     chance = float(np.mean([curve.chance for curve in curves.values()]))
     row: dict[str, object] = {"method": method, "clean_accuracy": clean, "chance_accuracy": chance,
                               "seeds": len(curves)}
@@ -327,7 +362,7 @@ def _method_result(
                 row[f"{prefix}@{key}"] = math.nan
             continue
         cells_here = [cell for cell in present if cell is not None]
-        low, high = quantile_interval(pooled_draws[:, index])
+        low, high = quantile_interval(pooled_draws[..., index])
         mean = float(pooled_means[index])
         row[f"acc@{key}"] = mean
         row[f"ci_low@{key}"] = min(low, mean)
@@ -338,7 +373,7 @@ def _method_result(
         highs.append(max(high, mean))
         counts.append(min(cell.accuracies.size for cell in cells_here))
         flip_trials.append(min(_flip_count(cell.frame) for cell in cells_here))
-    score_draws, per_seed = _scores(curves, bers)
+    score_draws, per_seed = _scores(curves, bers, reference)
     span = covered_range(bers) if bers else None
     row["score"] = float(np.mean(per_seed))
     row["score_low"], row["score_high"] = (quantile_interval(score_draws) if not np.isnan(score_draws).any()
@@ -346,7 +381,7 @@ def _method_result(
     row["score_range"] = f"{format_ber(span[0])}..{format_ber(span[1])}" if span else ""
     row.update(_seed_columns(per_seed))
     for column, accuracies in (("tolerable_ber", means), ("tolerable_ber_low", lows), ("tolerable_ber_high", highs)):
-        row[column] = _tolerable_ber(bers, accuracies, flip_trials, clean)
+        row[column] = _tolerable_ber(bers, accuracies, flip_trials, reference_clean)
     baseline_bits = int(first["baseline_bits"])
     added_bits = int(first["stored_bits"]) - baseline_bits
     row["added_values"] = _added_values(str(first["fault_space"]))
@@ -372,16 +407,18 @@ def _added_values(fault_space: str) -> int:
 
 def _paired(first: _SeedCurve, second: _SeedCurve, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-trial value differences (first - second) on the trial indices both cells hold, and the paired
-    posterior draws of the difference of their means."""
+    draws of the mean difference: the bounded bootstrap of the differences themselves, whose pseudo-trials
+    sit at the ends of the difference's range (a catastrophe in either method alone, ``[-100, 100]`` for
+    direct draws), so a sample with no difference yet cannot rule one out."""
     one, two = first.cells[index], second.cells[index]
     if one is None or two is None:
-        return np.zeros(0), np.full(first.weights.low.size, math.nan)
+        return np.zeros(0), first.weights.missing()
     common, in_one, in_two = np.intersect1d(one.trials, two.trials, return_indices=True)
     if common.size == 0:
-        return np.zeros(0), np.full(first.weights.low.size, math.nan)
-    draws = (first.weights.mean_draws(common, one.values[in_one], *one.bounds)
-             - first.weights.mean_draws(common, two.values[in_two], *two.bounds))
-    return one.values[in_one] - two.values[in_two], draws
+        return np.zeros(0), first.weights.missing()
+    differences = one.values[in_one] - two.values[in_two]
+    (low_one, high_one), (low_two, high_two) = one.bounds, two.bounds
+    return differences, first.weights.mean_draws(common, differences, low_one - high_two, high_one - low_two)
 
 
 def _differences(results: dict[str, _MethodResult], bers: list[float]) -> None:
@@ -398,7 +435,7 @@ def _differences(results: dict[str, _MethodResult], bers: list[float]) -> None:
             pairs = [_paired(result.curves[seed], reference.curves[seed], index)
                      for seed in result.curves if seed in reference.curves]
             differences = np.concatenate([pair[0] for pair in pairs]) if pairs else np.zeros(0)
-            draws = np.mean([pair[1] for pair in pairs], axis=0) if pairs else np.full(1, math.nan)
+            draws = np.mean([pair[1] for pair in pairs], axis=0) if pairs else np.full((SIDES, 1), math.nan)
             if differences.size == 0 or np.isnan(draws).any():
                 result.row.update({f"diff@{key}": math.nan, f"diff_low@{key}": math.nan,
                                    f"diff_high@{key}": math.nan, f"p_holm@{key}": math.nan})
@@ -422,7 +459,7 @@ def _ranks(results: dict[str, _MethodResult], order: list[str]) -> dict[str, str
         draws = results[method].score_draws
         if groups and not np.isnan(draws).any():
             leader = results[groups[-1][0]].score_draws
-            low, high = quantile_interval(leader - draws, level)
+            low, high = quantile_interval(difference_draws(leader, draws), level)
             if low <= 0 <= high:
                 groups[-1].append(method)
                 continue
@@ -447,15 +484,16 @@ def _table_weights(cells: pd.DataFrame, trials: pd.DataFrame) -> dict[int, Trial
 
 def _table_frame(group_cells: pd.DataFrame, group_trials: pd.DataFrame, bers: list[float]) -> pd.DataFrame:
     weights = _table_weights(group_cells, group_trials)
+    reference = _reference_clean(group_cells, group_trials)
     results = {
         str(method): _method_result(str(method), method_cells, group_trials[group_trials["method"] == method],
-                                    bers, weights)
+                                    bers, weights, reference)
         for method, method_cells in group_cells.groupby("method", sort=True)
     }
     _differences(results, bers)
     frame = pd.DataFrame([result.row for result in results.values()])
-    reference = results.get(REFERENCE_METHOD)
-    frame["clean_vs_none"] = (frame["clean_accuracy"] - reference.row["clean_accuracy"] if reference is not None
+    unprotected = results.get(REFERENCE_METHOD)
+    frame["clean_vs_none"] = (frame["clean_accuracy"] - unprotected.row["clean_accuracy"] if unprotected is not None
                               else math.nan)
     frame = frame.sort_values("score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     ranks = _ranks(results, [str(method) for method in frame["method"]])

@@ -379,7 +379,7 @@ def _cells_ready(context: JobContext, group: Group, fault_spec: ComponentSpec, t
     """The records of one fault model's cells (clean cell first) and the clean cell's row."""
     keys = context.keys
     clean_cell = dataclasses.replace(template, cell_id=keys.cell_id(group, fault_spec, 0.0),
-                                     fault_model=fault_spec.label, ber=0.0,
+                                     fault_model=fault_spec.label, ber=0.0, sampling=sampling,
                                      definition=keys.definition(group, fault_spec, 0.0))
     cells = [dataclasses.replace(clean_cell, cell_id=keys.cell_id(group, fault_spec, ber), ber=ber,
                                  definition=keys.definition(group, fault_spec, ber), sampling=sampling,

@@ -122,14 +122,14 @@ def test_rows_are_written_in_trial_order_once_the_cells_record_is_known() -> Non
 
 
 def test_rows_past_a_cells_stopping_point_are_dropped() -> None:
-    batches, group, keys = _batches(8, trials=2, max_trials=50, ci_halfwidth=40.0)
+    batches, group, keys = _batches(8, trials=2, max_trials=50, ci_halfwidth=45.0)
     batches.add(group, {})
     batches.next_round()
     batches.ready(_ready(keys, group, 90.0))
     cell_id = keys.cell_id(group, keys.suite.faults[0], 1e-2)
     written = [row for trial in range(2) for row in batches.offer(_row(cell_id, trial, 80.0 + trial))]
     assert len(written) == 2
-    jobs = batches.next_round()  # two trials at 80 and 81 meet a half-width of 40 points: nothing more
+    jobs = batches.next_round()  # two trials at 80 and 81 meet a half-width of 45 points: nothing more
     assert jobs == []
     batches, group, keys = _batches(8, trials=2, max_trials=50, ci_halfwidth=1.0)
     batches.add(group, {})

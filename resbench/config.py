@@ -10,6 +10,7 @@ import yaml
 
 from resbench.engine.bers import sorted_bers
 from resbench.errors import UsageError
+from resbench.models.factory import FACTORY_MODEL, is_factory_name
 from resbench.options import format_validation_error
 
 __all__ = [
@@ -138,6 +139,11 @@ class Suite(pydantic.BaseModel):
             raise ValueError("seeds must be distinct")
         return self
 
+    @pydantic.field_validator("models", mode="before")
+    @classmethod
+    def _factory_shorthand(cls, value: Any) -> Any:
+        return [_factory_spec(item) for item in value] if isinstance(value, list) else value
+
     @property
     def all_seeds(self) -> list[int]:
         """The base seeds the suite runs: ``seeds``, or ``[seed]``."""
@@ -147,6 +153,17 @@ class Suite(pydantic.BaseModel):
     @classmethod
     def _trials_shorthand(cls, value: Any) -> Any:
         return {"trials": value} if isinstance(value, int) else value
+
+
+def _factory_spec(item: Any) -> Any:
+    """A model named by a factory (``pkg.nets:build``, or ``{name: pkg.nets:build, arguments: ...}``) is the
+    ``module`` model with that factory."""
+    if isinstance(item, str) and is_factory_name(item):
+        return {"name": FACTORY_MODEL, "options": {"factory": item}}
+    if isinstance(item, dict) and is_factory_name(str(item.get("name", ""))) and "options" not in item:
+        options = {key: value for key, value in item.items() if key != "name"}
+        return {"name": FACTORY_MODEL, "options": {"factory": item["name"], **options}}
+    return item
 
 
 def parse_suite(data: Any, source: str) -> Suite:

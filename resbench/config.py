@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 import yaml
 
+from resbench.datasets.files import FILE_DATASET, FILE_SUFFIXES
 from resbench.engine.bers import sorted_bers
 from resbench.errors import UsageError
 from resbench.models.factory import FACTORY_MODEL, is_factory_name
@@ -144,6 +145,11 @@ class Suite(pydantic.BaseModel):
     def _factory_shorthand(cls, value: Any) -> Any:
         return [_factory_spec(item) for item in value] if isinstance(value, list) else value
 
+    @pydantic.field_validator("datasets", mode="before")
+    @classmethod
+    def _file_shorthand(cls, value: Any) -> Any:
+        return [_file_spec(item) for item in value] if isinstance(value, list) else value
+
     @property
     def all_seeds(self) -> list[int]:
         """The base seeds the suite runs: ``seeds``, or ``[seed]``."""
@@ -163,6 +169,17 @@ def _factory_spec(item: Any) -> Any:
     if isinstance(item, dict) and is_factory_name(str(item.get("name", ""))) and "options" not in item:
         options = {key: value for key, value in item.items() if key != "name"}
         return {"name": FACTORY_MODEL, "options": {"factory": item["name"], **options}}
+    return item
+
+
+def _file_spec(item: Any) -> Any:
+    """A dataset named by a file (``data/digits.npz``, or ``{name: data/digits.npz, test_fraction: 0.3}``) is the
+    ``files`` dataset reading it."""
+    if isinstance(item, str) and item.endswith(FILE_SUFFIXES):
+        return {"name": FILE_DATASET, "options": {"path": item}}
+    if isinstance(item, dict) and str(item.get("name", "")).endswith(FILE_SUFFIXES) and "options" not in item:
+        options = {key: value for key, value in item.items() if key != "name"}
+        return {"name": FILE_DATASET, "options": {"path": item["name"], **options}}
     return item
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import TEST_SUBSET
+from resbench.datasets.files import dataset_file_identity
 from resbench.engine.estimator import CellDesign, effective_sampling
 from resbench.engine.faults import FaultModel
 from resbench.engine.faultspace import FaultSpaceOptions
@@ -91,7 +92,8 @@ class CellKeys:
             {
                 "method": method_identity(group.method_spec),
                 "model": self.model_identity(group.model_spec),
-                "dataset": group.dataset_spec.model_dump(),
+                "dataset": {**group.dataset_spec.model_dump(),
+                            **dataset_file_identity(group.dataset_spec.name, group.dataset_spec.options)},
                 "format": group.format_spec.model_dump(),
                 "fault_model": fault_spec.model_dump(),
                 "fault_space": self.space_options.model_dump(),

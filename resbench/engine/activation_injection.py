@@ -35,6 +35,7 @@ from resbench.engine.faultspace import FaultSpaceLayout
 from resbench.engine.formats import Float32, NumberFormat
 from resbench.errors import UsageError
 from resbench.models.callsites import activation_call_sites, is_rewritten, rewrite_activation_call_sites
+from resbench.models.operators import FUNCTION_KINDS, expose_function_operators
 
 __all__ = ["ActivationInjector", "BatchPlan"]
 
@@ -54,8 +55,8 @@ class ActivationInjector:
     """Forward hooks that hold the chosen operator outputs in a number format and flip their bits.
 
     ``model`` must already sit on the device of ``example`` (one or more input images). When the fault
-    model chooses activation call sites, ``model`` is rewritten (outputs unchanged, parameters shared):
-    evaluate :attr:`model`, not the model passed in.
+    model chooses activation call sites or function operators (``add``, ``matmul``), ``model`` is rewritten
+    (outputs unchanged, parameters shared): evaluate :attr:`model`, not the model passed in.
     """
 
     def __init__(self, model: nn.Module, fault_model: ActivationFaultModel, example: torch.Tensor) -> None:
@@ -64,6 +65,9 @@ class ActivationInjector:
         if "activation" in options.operators:
             model = model if is_rewritten(model) else rewrite_activation_call_sites(model, copy_model=False)
             call_sites = activation_call_sites(model)
+        functions = tuple(kind for kind in FUNCTION_KINDS if kind in options.operators)
+        if functions:
+            model = expose_function_operators(model, functions)
         self.model = model
         self.format: NumberFormat = fault_model.number_format()
         self.quantizes = not isinstance(self.format, Float32)

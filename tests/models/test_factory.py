@@ -130,3 +130,11 @@ def test_checkpoint_in_the_model_entry_replaces_training(nets: Path) -> None:
     entry = "{name: resbench_test_nets:build, checkpoint: w.pt}"
     assert _run(nets.parent, entry) == 0
     assert not (nets.parent / "cache" / "baseline").exists()  # nothing trained
+
+
+def test_validate_finds_a_factory_that_cannot_be_imported(nets: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = nets.parent / "suite.yaml"
+    suite.write_text(SUITE.format(model="no_such_package_xyz:build"), encoding="utf-8")
+    assert main(["validate", str(suite)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "models[0]" in error and "ModuleNotFoundError" in error, error

@@ -8,8 +8,10 @@ from typing import Annotated, Any, Literal
 import pydantic
 import yaml
 
+from resbench.datasets.files import FILE_DATASET, FILE_SUFFIXES
 from resbench.engine.bers import sorted_bers
 from resbench.errors import UsageError
+from resbench.models.factory import FACTORY_MODEL, is_factory_name
 from resbench.options import format_validation_error
 
 __all__ = [
@@ -168,6 +170,16 @@ class Suite(pydantic.BaseModel):
             raise ValueError("seeds must be distinct")
         return self
 
+    @pydantic.field_validator("models", mode="before")
+    @classmethod
+    def _factory_shorthand(cls, value: Any) -> Any:
+        return [_factory_spec(item) for item in value] if isinstance(value, list) else value
+
+    @pydantic.field_validator("datasets", mode="before")
+    @classmethod
+    def _file_shorthand(cls, value: Any) -> Any:
+        return [_file_spec(item) for item in value] if isinstance(value, list) else value
+
     @property
     def all_seeds(self) -> list[int]:
         """The base seeds the suite runs: ``seeds``, or ``[seed]``."""
@@ -177,6 +189,28 @@ class Suite(pydantic.BaseModel):
     @classmethod
     def _trials_shorthand(cls, value: Any) -> Any:
         return {"trials": value} if isinstance(value, int) else value
+
+
+def _factory_spec(item: Any) -> Any:
+    """A model named by a factory (``pkg.nets:build``, or ``{name: pkg.nets:build, arguments: ...}``) is the
+    ``module`` model with that factory."""
+    if isinstance(item, str) and is_factory_name(item):
+        return {"name": FACTORY_MODEL, "options": {"factory": item}}
+    if isinstance(item, dict) and is_factory_name(str(item.get("name", ""))) and "options" not in item:
+        options = {key: value for key, value in item.items() if key != "name"}
+        return {"name": FACTORY_MODEL, "options": {"factory": item["name"], **options}}
+    return item
+
+
+def _file_spec(item: Any) -> Any:
+    """A dataset named by a file (``data/digits.npz``, or ``{name: data/digits.npz, test_fraction: 0.3}``) is the
+    ``files`` dataset reading it."""
+    if isinstance(item, str) and item.endswith(FILE_SUFFIXES):
+        return {"name": FILE_DATASET, "options": {"path": item}}
+    if isinstance(item, dict) and str(item.get("name", "")).endswith(FILE_SUFFIXES) and "options" not in item:
+        options = {key: value for key, value in item.items() if key != "name"}
+        return {"name": FILE_DATASET, "options": {"path": item["name"], **options}}
+    return item
 
 
 def parse_suite(data: Any, source: str) -> Suite:

@@ -88,6 +88,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                  "warmup_epochs": 2},
     "mobilenet": {"epochs": 150, "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "weight_decay": 4e-5,
                   "warmup_epochs": 2},
+    "vit": {"epochs": 30, "batch_size": 64, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05,
+            "warmup_epochs": 2, "augment_shift": 2},
     "generic": {"epochs": 20, "batch_size": 128, "optimizer": "adam", "lr": 1e-3},
 }
 

@@ -18,6 +18,7 @@ from resbench.datasets.embedded import (
     mnist5k,
     synthetic,
 )
+from resbench.datasets.files import FILE_DATASET, FilesOptions, files
 from resbench.datasets.loading import iterate_batches, tensor_view
 from resbench.datasets.vision import (
     VISION_DATASETS,
@@ -51,6 +52,7 @@ def register_datasets(register: Register) -> None:
     for name, spec in VISION_DATASETS.items():
         register(name, vision_factory(spec), options=VisionOptions)
     register("imagefolder", imagefolder, options=ImageFolderOptions)
+    register(FILE_DATASET, files, options=FilesOptions)
 
 
 def load_dataset(name: str, options: dict[str, Any] | None = None, data_root: Path | None = None) -> DatasetSplits:

@@ -7,6 +7,10 @@ inference, and every image of a trial gets its own faults (PyTorchFI, TensorFI a
 **Where.** The *operators* are modules chosen by kind or class name (``conv`` and ``linear`` by default;
 ``activation`` for the activation call sites, ``pool``, ``norm``, ``any``, or a class name such as
 ``BatchNorm2d``), optionally narrowed by regular expressions over qualified module names (``names``).
+Operators that are functions, not modules, are chosen by the kinds ``add`` (the residual add of a ResNet
+or transformer block) and ``matmul`` (attention products written with ``@`` or ``torch.matmul``): the
+model's traced graph gives each such call a module of its own (``layer1.0.add``;
+:mod:`resbench.models.operators`), where the graph shows it.
 Conv and linear modules keep their names in every method (methods replace activations only), so
 protected and unprotected models share these operators and see the same faults there; a bounded
 activation *follows* a conv, so a fault in the conv output passes through the bound (Ranger's point).
@@ -54,6 +58,7 @@ from resbench.engine.faultspace import FaultSpaceLayout
 from resbench.engine.formats import NumberFormat, resolve_format
 from resbench.errors import UsageError
 from resbench.hookspecs import Register
+from resbench.models.operators import FUNCTION_KINDS, FunctionOperator
 from resbench.plugins import hookimpl
 
 __all__ = [
@@ -80,7 +85,7 @@ OPERATOR_KINDS: dict[str, tuple[type[nn.Module], ...]] = {
              nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d),
     "norm": (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm),
 }
-_SPECIAL_KINDS = ("activation", "any")
+_SPECIAL_KINDS = ("activation", "any", *FUNCTION_KINDS)
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -93,8 +98,8 @@ class ActivationFaultOptions(FaultModelOptions):
     target: FaultTarget = Field(default="activations", description="what faults hit (activations only)")
     operators: tuple[str, ...] = Field(
         default=("conv", "linear"),
-        description="operators whose outputs faults hit: kinds (conv, linear, activation, pool, norm, any) or "
-        "module class names (BatchNorm2d)",
+        description="operators whose outputs faults hit: kinds (conv, linear, activation, pool, norm, any; add "
+        "and matmul for function calls) or module class names (BatchNorm2d)",
     )
     names: tuple[str, ...] = Field(
         default=(), description="regular expressions a chosen operator's qualified name must match (any of them)"
@@ -330,6 +335,8 @@ def _of_kind(name: str, module: nn.Module, operators: Sequence[str], call_sites:
         if operator == "any" and not any(True for _ in module.children()):
             return True
         if operator == "activation" and name in call_sites:
+            return True
+        if isinstance(module, FunctionOperator) and module.kind == operator:
             return True
         if isinstance(module, OPERATOR_KINDS.get(operator, ())) or type(module).__name__ == operator:
             return True

@@ -40,6 +40,7 @@ from resbench.engine.faultspace import FaultSpaceLayout
 from resbench.engine.formats import Float32, NumberFormat
 from resbench.errors import UsageError
 from resbench.models.callsites import activation_call_sites, is_rewritten, rewrite_activation_call_sites
+from resbench.models.operators import FUNCTION_KINDS, expose_function_operators
 
 __all__ = ["ActivationInjector", "BatchPlan", "chosen_operators"]
 
@@ -51,8 +52,9 @@ BatchPlan = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 def chosen_operators(model: nn.Module, options: ActivationFaultOptions) -> tuple[nn.Module, set[str]]:
-    """The model to hook (rewritten so that every activation call has its own module when the options choose
-    activations; parameters shared) and the qualified names of the operators the options choose in it.
+    """The model to hook (rewritten so that every activation call, and every function operator such as
+    ``add`` or ``matmul`` the options choose, has its own module; parameters shared) and the qualified names
+    of the operators the options choose in it.
 
     Choosing nothing is bad input (:class:`UsageError`).
     """
@@ -60,6 +62,9 @@ def chosen_operators(model: nn.Module, options: ActivationFaultOptions) -> tuple
     if "activation" in options.operators:
         model = model if is_rewritten(model) else rewrite_activation_call_sites(model, copy_model=False)
         call_sites = activation_call_sites(model)
+    functions = tuple(kind for kind in FUNCTION_KINDS if kind in options.operators)
+    if functions:
+        model = expose_function_operators(model, functions)
     chosen = {_before_bound(model, name) if name in call_sites else name
               for name in select_operators(model, options, call_sites)}
     if not chosen:
@@ -84,8 +89,8 @@ class ActivationInjector:
     """Forward hooks that hold the chosen operator outputs in a number format and flip their bits.
 
     ``model`` must already sit on the device of ``example`` (one or more input images). When the fault
-    model chooses activation call sites, ``model`` is rewritten (outputs unchanged, parameters shared):
-    evaluate :attr:`model`, not the model passed in.
+    model chooses activation call sites or function operators (``add``, ``matmul``), ``model`` is rewritten
+    (outputs unchanged, parameters shared): evaluate :attr:`model`, not the model passed in.
     """
 
     def __init__(self, model: nn.Module, fault_model: ActivationFaultModel, example: torch.Tensor) -> None:

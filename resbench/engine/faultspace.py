@@ -1,9 +1,15 @@
 """The fault space: the stored tensors of a model that faults may hit, in a canonical order.
 
-By default the fault space holds the weight and bias of every convolution and linear layer, followed by
-every parameter or buffer a method declared or marked as stored (:func:`mark_stored`; bounds, thresholds): a
-method that keeps more state in memory exposes more bits. :class:`FaultSpaceOptions` add batch-norm
-tensors, drop method tensors or select layers by name pattern or module type.
+By default the fault space holds the weight and bias of every convolution and linear layer, every
+floating-point parameter held directly by any other module (attention projections such as
+``nn.MultiheadAttention``'s ``in_proj_weight``, embeddings, layer norms, class tokens and position
+embeddings: every weight matrix a transformer stores), followed by every parameter or buffer a method
+declared or marked as stored (:func:`mark_stored`; bounds, thresholds): a method that keeps more state in
+memory exposes more bits. Batch norm is left out by default because deployments fold it into the
+preceding convolution; layer norm cannot be folded. A CNN of convolutions, linear layers and batch norms
+therefore has the fault space it always had. :class:`FaultSpaceOptions` add batch-norm tensors, drop
+method tensors or directly held parameters, or select layers by module name pattern or module type and
+tensors by name pattern.
 
 **Canonical order and names.** Model tensors come first, in module registration order (weight, bias,
 then for batch norm running mean and running variance), method tensors after them. A tensor's
@@ -20,8 +26,9 @@ import fnmatch
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
+import pydantic
 import torch
 from pydantic import Field
 from torch import nn
@@ -44,6 +51,8 @@ _MARK = "_resbench_stored_attributes"
 _LAYER_ATTRIBUTES = ("weight", "bias")
 _NORM_ATTRIBUTES = ("weight", "bias", "running_mean", "running_var")
 _LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+#: Options added later, with their defaults: left out of the identity when at their default.
+_LATER_OPTIONS: dict[str, object] = {"direct_parameters": True, "tensors": (), "exclude_tensors": ()}
 
 
 class FaultSpaceOptions(Options):
@@ -60,6 +69,24 @@ class FaultSpaceOptions(Options):
     module_types: tuple[str, ...] = Field(
         default=(), description="module class names to take tensors from instead of conv/linear (e.g. Conv2d)"
     )
+    direct_parameters: bool = Field(
+        default=True,
+        description="add parameters held directly by modules other than conv/linear/batch norm (attention, "
+        "embeddings, layer norm, tokens); false: conv/linear only",
+    )
+    tensors: tuple[str, ...] = Field(
+        default=(), description="keep only model tensors whose name matches one of these (fnmatch, or 're:' + regex)"
+    )
+    exclude_tensors: tuple[str, ...] = Field(default=(), description="drop model tensors whose name matches one "
+                                             "of these")
+
+    @pydantic.model_serializer(mode="wrap")
+    def _identity(self, handler: pydantic.SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Options added after results were first stored are left out at their defaults, so the identity of
+        every cell stored before them is unchanged."""
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items()
+                if key not in _LATER_OPTIONS or getattr(self, key) != _LATER_OPTIONS[key]}
 
 
 def mark_stored(module: nn.Module, attribute: str) -> None:
@@ -172,12 +199,22 @@ def _direct_attributes(module: nn.Module) -> list[str]:
     return names
 
 
+def _held_parameters(module: nn.Module) -> tuple[str, ...]:
+    """The floating-point parameters ``module`` holds itself (parametrized ones included), less those a method
+    declared or marked as stored (they are method tensors)."""
+    names = [name for name, value in module._parameters.items() if _is_floating(value)]
+    if parametrize.is_parametrized(module):
+        names += list(cast(nn.ModuleDict, module.parametrizations).keys())
+    method_state = set(stored_attributes(module))
+    return tuple(name for name in names if name not in method_state)
+
+
 def _compile(pattern: str) -> re.Pattern[str]:
     if pattern.startswith("re:"):
         try:
             return re.compile(pattern[3:])
         except re.error as error:
-            raise UsageError(f"fault space layer pattern {pattern!r} is not a valid regex: {error}") from None
+            raise UsageError(f"fault space pattern {pattern!r} is not a valid regex: {error}") from None
     return re.compile(fnmatch.translate(pattern))
 
 
@@ -189,6 +226,8 @@ class FaultSpace:
         self.options = options or FaultSpaceOptions()
         self._include = [_compile(pattern) for pattern in self.options.layers]
         self._exclude = [_compile(pattern) for pattern in self.options.exclude_layers]
+        self._tensor_include = [_compile(pattern) for pattern in self.options.tensors]
+        self._tensor_exclude = [_compile(pattern) for pattern in self.options.exclude_tensors]
         self.tensors: tuple[StoredTensor, ...] = self._collect()
         if not self.tensors:
             raise UsageError(f"the fault space of {type(model).__name__} is empty with options {self.options}")
@@ -198,21 +237,22 @@ class FaultSpace:
             return False
         return not any(pattern.fullmatch(name) for pattern in self._exclude)
 
-    def _is_candidate(self, module: nn.Module) -> bool:
-        if self.options.module_types:
-            return type(module).__name__ in self.options.module_types
-        if isinstance(module, _LAYER_TYPES):
-            return True
-        return self.options.batch_norm and isinstance(module, nn.modules.batchnorm._BatchNorm)
+    def _tensor_selected(self, name: str) -> bool:
+        if self._tensor_include and not any(pattern.fullmatch(name) for pattern in self._tensor_include):
+            return False
+        return not any(pattern.fullmatch(name) for pattern in self._tensor_exclude)
 
     def _model_attributes(self, module: nn.Module) -> tuple[str, ...]:
-        if not self._is_candidate(module):
+        chosen_types = self.options.module_types
+        if chosen_types and type(module).__name__ not in chosen_types:
             return ()
         if isinstance(module, _LAYER_TYPES):
             return _LAYER_ATTRIBUTES
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            return _NORM_ATTRIBUTES
-        return tuple(_direct_attributes(module))
+            return _NORM_ATTRIBUTES if chosen_types or self.options.batch_norm else ()
+        if chosen_types:
+            return tuple(_direct_attributes(module))
+        return _held_parameters(module) if self.options.direct_parameters else ()
 
     def _modules(self) -> Iterator[tuple[str, nn.Module]]:
         for name, module in self.model.named_modules():
@@ -225,7 +265,8 @@ class FaultSpace:
         seen: set[int] = set()
         for module_name, module in self._modules():
             for attribute in self._model_attributes(module):
-                self._add(model, seen, module_name, module, attribute, "model")
+                if self._tensor_selected(f"{module_name}.{attribute}" if module_name else attribute):
+                    self._add(model, seen, module_name, module, attribute, "model")
         if self.options.method_tensors:
             for module_name, module in self._modules():
                 for attribute in stored_attributes(module):

@@ -15,8 +15,10 @@ from resbench.hookspecs import Register
 from resbench.models.checkpoint import load_checkpoint
 from resbench.models.cifar import ResNetCifarOptions, resnet20, resnet56, vgg11, vgg16
 from resbench.models.common import ImageShape, training_family
+from resbench.models.factory import FACTORY_MODEL, ModuleOptions, module
 from resbench.models.small import MLPOptions, alexnet_cifar, lenet5, mlp
 from resbench.models.testing import test_cnn, test_mlp
+from resbench.models.transformer import ViTOptions, vit_tiny
 from resbench.models.vision import VisionModelOptions, alexnet, mobilenet_v2, resnet18, resnet50, vgg16_bn
 from resbench.plugins import hookimpl
 
@@ -37,6 +39,8 @@ def register_models(register: Register) -> None:
     for name, factory in (("resnet18", resnet18), ("resnet50", resnet50), ("vgg16_bn", vgg16_bn),
                           ("alexnet", alexnet), ("mobilenet_v2", mobilenet_v2)):
         register(name, factory, options=VisionModelOptions)
+    register("vit-tiny", vit_tiny, options=ViTOptions)
+    register(FACTORY_MODEL, module, options=ModuleOptions)
     register("test-mlp", test_mlp)
     register("test-cnn", test_cnn)
 

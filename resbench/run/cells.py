@@ -15,10 +15,12 @@ from typing import Any
 
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import TEST_SUBSET
+from resbench.datasets.files import dataset_file_identity
 from resbench.engine.estimator import CellDesign, effective_sampling
 from resbench.engine.faults import FaultModel
 from resbench.engine.faultspace import FaultSpaceOptions
 from resbench.engine.formats import NumberFormat
+from resbench.models.factory import model_file_identity
 from resbench.plugins import get_registries
 from resbench.run.campaign import trials_needed
 from resbench.run.validation import resolve_fault_models, resolve_formats
@@ -107,13 +109,18 @@ class CellKeys:
         """The number format of ``format_spec``."""
         return self.number_formats[format_spec.label]
 
+    def model_identity(self, model_spec: ComponentSpec) -> dict[str, Any]:
+        """A model entry as cells and caches hash it: the spec, and the SHA-256 of a checkpoint it names."""
+        return {**model_spec.model_dump(), **model_file_identity(model_spec.name, model_spec.options)}
+
     def definition(self, group: Group, fault_spec: ComponentSpec, ber: float) -> str:
         """Everything that determines a cell's results, as canonical JSON; its hash is the cell id."""
         return json.dumps(
             {
                 "method": method_identity(group.method_spec),
-                "model": group.model_spec.model_dump(),
-                "dataset": group.dataset_spec.model_dump(),
+                "model": self.model_identity(group.model_spec),
+                "dataset": {**group.dataset_spec.model_dump(),
+                            **dataset_file_identity(group.dataset_spec.name, group.dataset_spec.options)},
                 "format": group.format_spec.model_dump(),
                 "fault_model": fault_spec.model_dump(),
                 "fault_space": self.space_options.model_dump(),

@@ -55,6 +55,7 @@ from resbench.errors import PluginError, blame_plugin
 from resbench.methods.base import Method, PrepareContext, defines_fit
 from resbench.methods.guards import check_clean_drop, check_finite
 from resbench.models import build_model, load_checkpoint
+from resbench.models.factory import model_checkpoint
 from resbench.plugins import get_registries
 from resbench.registry import Built
 from resbench.run.activation_campaign import prepare_activation_campaign, run_activation_campaign
@@ -77,6 +78,7 @@ __all__ = [
     "PrepareJob",
     "baseline",
     "campaign",
+    "checkpoint_of",
     "deploy",
     "prepare",
 ]
@@ -164,6 +166,12 @@ def _evaluation_data(context: JobContext, dataset_spec: ComponentSpec) -> Evalua
 # -- phases ---------------------------------------------------------------------------------------------------
 
 
+def checkpoint_of(context: JobContext, model_spec: ComponentSpec) -> Path | None:
+    """The weights a model is loaded from instead of being trained: ``--checkpoint``, or the checkpoint its
+    suite entry names."""
+    return context.settings.checkpoint or model_checkpoint(model_spec.name, model_spec.options)
+
+
 def baseline(context: JobContext, model_spec: ComponentSpec, splits: DatasetSplits, *,
              made_earlier: bool = False) -> nn.Module:
     """The user's checkpoint when given (no training), else the trained (or cached) baseline.
@@ -171,13 +179,14 @@ def baseline(context: JobContext, model_spec: ComponentSpec, splits: DatasetSpli
     ``made_earlier``: a baseline job of this run trained it, so it must come from the cache (a worker that
     does not share the cache fails, naming it, rather than training again).
     """
-    key = _canonical(model_spec.model_dump(), splits.key, context.settings.checkpoint, context.suite.seed,
+    checkpoint = checkpoint_of(context, model_spec)
+    key = _canonical(context.keys.model_identity(model_spec), splits.key, checkpoint, context.suite.seed,
                      context.suite.training, context.settings.cache_dir, context.settings.device)
 
     def load() -> nn.Module:
-        if context.settings.checkpoint is not None:
+        if checkpoint is not None:
             model = build_model(model_spec.name, splits.image_shape, splits.num_classes, model_spec.options)
-            load_checkpoint(model, context.settings.checkpoint)
+            load_checkpoint(model, checkpoint)
             return model.to(context.device).eval()
         trained = load_or_train_baseline(
             model_spec.name,
@@ -225,7 +234,7 @@ def _method_key(context: JobContext, built: Built[Method], group: Group, splits:
         "method": built.identity,
         "plugin": {"name": plugin, "version": get_registries().plugins[plugin].version},
         "components": method.cache_identity(),
-        "model": group.model_spec.model_dump(),
+        "model": context.keys.model_identity(group.model_spec),
         "dataset": splits.key,
         "seed": context.suite.seed,
         "format": group.format_spec.model_dump() if method.format_dependent else None,

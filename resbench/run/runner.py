@@ -31,9 +31,11 @@ from tqdm import tqdm
 
 from resbench.cache import ArtifactCache
 from resbench.config import Suite
-from resbench.datasets import DatasetSplits, load_dataset
+from resbench.datasets import DatasetSplits, iterate_batches, load_dataset
 from resbench.engine.faultspace import FaultSpaceOptions
 from resbench.methods.base import Method, defines_fit
+from resbench.models import build_model
+from resbench.models.factory import FACTORY_MODEL, check_fits
 from resbench.options import validate_options
 from resbench.plugins import get_registries
 from resbench.run.batches import TrialBatches
@@ -50,6 +52,7 @@ from resbench.run.jobs import (
     PhaseTime,
     PrepareJob,
     baseline,
+    checkpoint_of,
     resolve_method,
 )
 from resbench.run.provenance import collect_provenance
@@ -155,14 +158,20 @@ class _Driver:
 
     def _check_datasets(self) -> None:
         """Every dataset's splits (a missing data root is found here), the operators activation fault models
-        choose in every model and, given a checkpoint, a check that it fits every model on every dataset:
-        bad input surfaces before the store is touched."""
+        choose in every model and, for a model loaded from a checkpoint or built by a user's factory, a probe
+        forward pass on every dataset: bad input surfaces before the store is touched."""
         for dataset_spec in self.suite.datasets:
             splits: DatasetSplits = load_dataset(dataset_spec.name, dataset_spec.options, self.settings.data_root)
             check_operator_choice(self.suite, splits, "suite")
-            if self.settings.checkpoint is not None:
-                for model_spec in self.suite.models:
-                    baseline(self.context, model_spec, splits)
+            probe = next(iterate_batches(splits.train, batch_size=2))[0]
+            for model_spec in self.suite.models:
+                if checkpoint_of(self.context, model_spec) is not None:
+                    model = baseline(self.context, model_spec, splits)
+                elif model_spec.name == FACTORY_MODEL:
+                    model = build_model(model_spec.name, splits.image_shape, splits.num_classes, model_spec.options)
+                else:
+                    continue
+                check_fits(model, probe, splits.num_classes, model_spec.label, dataset_spec.label)
 
     def _groups(self) -> list[Group]:
         return [Group(method, model, dataset, number_format)
@@ -215,11 +224,11 @@ class _Driver:
         self.summary.trials_discarded += batches.discarded
 
     def _baseline_jobs(self, groups: list[Group]) -> list[Job]:
-        """One per (model, dataset) that a pending group needs; none when a checkpoint replaces training."""
-        if self.settings.checkpoint is not None:
-            return []
+        """One per (model, dataset) that a pending group needs; none where a checkpoint replaces training."""
         by_baseline: dict[tuple[str, str], list[Group]] = {}
         for group in groups:
+            if checkpoint_of(self.context, group.model_spec) is not None:
+                continue
             key = (group.model_spec.model_dump_json(), group.dataset_spec.model_dump_json())
             by_baseline.setdefault(key, []).append(group)
         return [BaselineJob(self.context, tuple(members)) for members in by_baseline.values()]

@@ -26,6 +26,7 @@ from resbench.engine.faultspace import FaultSpaceOptions
 from resbench.engine.formats import NumberFormat
 from resbench.errors import UsageError
 from resbench.models import build_model
+from resbench.models.factory import FACTORY_MODEL, import_factory, model_file_identity
 from resbench.options import validate_options
 from resbench.plugins import get_registries
 from resbench.training import TrainingOptions
@@ -56,6 +57,8 @@ def check_suite(suite: Suite, source: str) -> None:
     """Every problem of ``suite`` found before any work, in one :class:`UsageError` (one line each)."""
     problems = [*_name_problems(suite, source), *_settings_problems(suite, source)]
     if not problems:
+        problems = _factory_problems(suite, source)
+    if not problems:
         problems = _fault_problems(suite, source)
     if problems:
         raise UsageError("\n".join(problems))
@@ -77,6 +80,21 @@ def _name_problems(suite: Suite, source: str) -> list[str]:
         except UsageError as error:
             message = str(error)
             problems.append(message if message.startswith(source) else f"{source}: {where}: {message}")
+    return problems
+
+
+def _factory_problems(suite: Suite, source: str) -> list[str]:
+    """Models built by a user's factory: the factory imports to a callable and a checkpoint it names exists
+    (what the factory returns, and whether it fits a dataset, is checked by the run's probe pass)."""
+    problems = []
+    for index, spec in enumerate(suite.models):
+        if spec.name != FACTORY_MODEL:
+            continue
+        try:
+            import_factory(str(spec.options["factory"]))
+            model_file_identity(spec.name, spec.options)
+        except UsageError as error:
+            problems.append(f"{source}: models[{index}]: {error}")
     return problems
 
 

@@ -31,13 +31,14 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from resbench.errors import ResbenchError, UsageError
+from resbench.run.records import SCHEMA, SCHEMA_VERSION, CellFailure, CellRecord, TrialRow
 
 __all__ = ["APPLICATION_ID", "DEFAULT_STORE", "SCHEMA_VERSION", "CellFailure", "CellRecord", "ResultStore",
            "TrialRow"]
@@ -45,169 +46,11 @@ __all__ = ["APPLICATION_ID", "DEFAULT_STORE", "SCHEMA_VERSION", "CellFailure", "
 DEFAULT_STORE = Path("results/resbench.sqlite")
 #: SQLite ``application_id`` of a resbench store ("RBst").
 APPLICATION_ID = 0x52427374
-#: Version of the tables below, kept in SQLite's ``user_version``.
-SCHEMA_VERSION = 1
 _TABLES = ("runs", "cells", "trials", "failures")
 #: The key each keyed table promises to hold once per row.
 _KEYS = {"cells": "cell_id", "trials": "cell_id, trial", "failures": "cell_id"}
 _DAMAGED = "Restore it from a copy or pass another --store"
 logger = logging.getLogger(__name__)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    suite TEXT NOT NULL,
-    suite_version INTEGER NOT NULL,
-    started TEXT NOT NULL,
-    finished TEXT,
-    resbench_version TEXT NOT NULL,
-    plugins TEXT NOT NULL,
-    git_revision TEXT,
-    torch_version TEXT NOT NULL,
-    device TEXT NOT NULL,
-    command TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cells (
-    cell_id TEXT PRIMARY KEY,
-    method TEXT NOT NULL,
-    model TEXT NOT NULL,
-    dataset TEXT NOT NULL,
-    format TEXT NOT NULL,
-    fault_model TEXT NOT NULL,
-    ber REAL NOT NULL,
-    seed INTEGER NOT NULL,
-    definition TEXT NOT NULL,
-    method_plugin TEXT NOT NULL,
-    citation TEXT NOT NULL,
-    notes TEXT NOT NULL,
-    stored_bits INTEGER NOT NULL,
-    baseline_bits INTEGER NOT NULL,
-    fault_space TEXT NOT NULL,
-    eval_samples INTEGER NOT NULL,
-    clean_eval_seconds REAL NOT NULL,
-    baseline_eval_seconds REAL NOT NULL,
-    prepare_seconds REAL NOT NULL,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    sampling TEXT NOT NULL DEFAULT 'bernoulli',
-    zero_flip_probability REAL NOT NULL DEFAULT 0,
-    chance_accuracy REAL,
-    baseline_checksum TEXT NOT NULL DEFAULT '',
-    timing TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS trials (
-    cell_id TEXT NOT NULL REFERENCES cells(cell_id),
-    trial INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
-    accuracy REAL NOT NULL,
-    sdc_rate REAL NOT NULL,
-    critical_sdc_rate REAL NOT NULL,
-    due_rate REAL NOT NULL,
-    flips INTEGER NOT NULL,
-    reused INTEGER NOT NULL,
-    seconds REAL NOT NULL,
-    flips_per_bit TEXT NOT NULL,
-    flips_per_tensor TEXT NOT NULL,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    effective_flips INTEGER,
-    PRIMARY KEY (cell_id, trial)
-);
-CREATE TABLE IF NOT EXISTS failures (
-    cell_id TEXT PRIMARY KEY,
-    method TEXT NOT NULL,
-    model TEXT NOT NULL,
-    dataset TEXT NOT NULL,
-    format TEXT NOT NULL,
-    fault_model TEXT NOT NULL,
-    ber REAL NOT NULL,
-    phase TEXT NOT NULL,
-    plugin TEXT NOT NULL,
-    error TEXT NOT NULL,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id)
-);
-"""
-
-
-@dataclass(frozen=True)
-class CellRecord:
-    """What a cell is (its definition) and what is known about it before any trial.
-
-    ``fault_space`` lists the stored tensors faults may hit (JSON: name, kind, shape). ``sampling`` is
-    the campaign design (:mod:`resbench.engine.estimator`): for ``conditional`` cells the stored trial
-    accuracies are conditional on at least one flip and ``zero_flip_probability`` is P(K = 0).
-    ``chance_accuracy`` is the accuracy of always predicting the test split's most frequent class;
-    ``baseline_checksum`` the SHA-256 of the trained baseline's weights; ``timing`` the interleaved
-    clean-pass times (JSON: ``baseline`` and ``protected`` seconds, pass by pass).
-    """
-
-    cell_id: str
-    method: str
-    model: str
-    dataset: str
-    format: str
-    fault_model: str
-    ber: float
-    seed: int
-    definition: str
-    method_plugin: str
-    citation: str
-    notes: str
-    stored_bits: int
-    baseline_bits: int
-    fault_space: str
-    eval_samples: int
-    clean_eval_seconds: float
-    baseline_eval_seconds: float
-    prepare_seconds: float
-    sampling: str = "bernoulli"
-    zero_flip_probability: float = 0.0
-    chance_accuracy: float | None = None
-    baseline_checksum: str = ""
-    timing: str = "{}"
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    """One trial's outcome. Rates are percentages of the evaluated samples.
-
-    ``flips`` counts sampled sites; ``effective_flips`` the bits that really changed (a legacy draw that
-    hit a bit twice cancels, a stuck-at site already at its value changes nothing).
-    ``flips_per_bit`` counts sites by bit position (LSB = 0); ``flips_per_tensor`` by stored tensor
-    (non-zero counts only).
-    """
-
-    cell_id: str
-    trial: int
-    seed: int
-    accuracy: float
-    sdc_rate: float
-    critical_sdc_rate: float
-    due_rate: float
-    flips: int
-    reused: bool
-    seconds: float
-    flips_per_bit: tuple[int, ...]
-    flips_per_tensor: dict[str, int]
-    effective_flips: int | None = None
-
-
-@dataclass(frozen=True)
-class CellFailure:
-    """A cell that could not be measured: in which phase, blamed on which plugin, and the error.
-
-    A rerun retries the cell; once it has its trials, the failure record is removed.
-    """
-
-    cell_id: str
-    method: str
-    model: str
-    dataset: str
-    format: str
-    fault_model: str
-    ber: float
-    phase: str
-    plugin: str
-    error: str
-
-
 def _problem(path: Path, error: Exception) -> ResbenchError:
     """One line for a SQLite failure, naming the file; damage is bad input, the rest a failure."""
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -262,10 +105,10 @@ def _read_only_connection(path: Path) -> sqlite3.Connection:
 
 @functools.cache
 def _schema_columns() -> dict[str, tuple[str, ...]]:
-    """The column names of each resbench table, as :data:`_SCHEMA` creates them."""
+    """The column names of each resbench table, as :data:`~resbench.run.records.SCHEMA` creates them."""
     connection = sqlite3.connect(":memory:")
     try:
-        connection.executescript(_SCHEMA)
+        connection.executescript(SCHEMA)
         return {table: _columns(connection, table) for table in _TABLES}
     finally:
         connection.close()
@@ -323,7 +166,7 @@ class ResultStore:
         with self._connection:
             self._connection.execute("BEGIN IMMEDIATE")
             if self._check_format(new_allowed=True) or self._version() < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         self._connection.execute(statement)
                 self._connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")

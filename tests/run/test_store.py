@@ -131,11 +131,11 @@ def test_a_store_from_a_newer_resbench_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_store_written_before_schema_versions_is_adopted(tmp_path: Path) -> None:
-    from resbench.run import store as store_module
+    from resbench.run.records import SCHEMA
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as connection:
-        legacy = store_module._SCHEMA.split("CREATE TABLE IF NOT EXISTS failures")[0]
+        legacy = SCHEMA.split("CREATE TABLE IF NOT EXISTS failures")[0]
         connection.executescript(legacy)
     connection.close()
     with ResultStore.open_existing(path) as store:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -172,3 +172,19 @@ def write_suite(tmp_path: Path) -> Any:
         return path
 
     return write
+
+
+@pytest.fixture
+def add_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Register a module with the given hook implementations as a built-in plugin (named
+    ``resbench_test_plugin`` unless ``name`` says otherwise), for this test only."""
+
+    def add(name: str = "resbench_test_plugin", **hooks: Callable[[Any], None]) -> None:
+        module = ModuleType(name)
+        for hook, function in hooks.items():
+            setattr(module, hook, plugins.hookimpl(function))
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", (*plugins.BUILTIN_PLUGINS, module.__name__))
+        plugins.reset_registries()
+
+    return add

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,25 @@ import pytest
 import torch
 from torch import nn
 
+from resbench.engine.faults import FaultSites
 from resbench.engine.injection import Injector
 from resbench.run.store import CellRecord, ResultStore, TrialRow
 
-__all__ = ["CURVES", "MINIMAL_SUITE", "PROVENANCE", "ROW_COLUMNS", "TINY_SUITE", "make_cell", "make_trial",
-           "one_line_error", "rows", "small_store", "store_with", "tiny_deployment"]
+__all__ = [
+    "CURVES",
+    "MINIMAL_SUITE",
+    "PROVENANCE",
+    "ROW_COLUMNS",
+    "TINY_SUITE",
+    "accuracy_under_faults",
+    "make_cell",
+    "make_trial",
+    "one_line_error",
+    "rows",
+    "small_store",
+    "store_with",
+    "tiny_deployment",
+]
 
 PROVENANCE = {
     "suite": "t",
@@ -70,14 +85,16 @@ def rows(store: Path) -> pd.DataFrame:
 
 
 def store_with(path: Path, curves: dict[str, tuple[float, dict[float, list[float]]]], seed: int = 0,
-                flips: int = 1, **cell_fields: object) -> None:
-    """Cells of one setup: per method a clean row and the given trial accuracies per BER."""
+                flips: int = 1, target: str = "weights", **cell_fields: object) -> None:
+    """Cells of one setup: per method a clean row and the given trial accuracies per BER (faults in
+    ``target``: weights or activations)."""
     with ResultStore(path) as store:
         run_id = store.start_run(PROVENANCE)
         for method, (clean, curve) in curves.items():
             for ber, accuracies in [(0.0, [clean]), *curve.items()]:
                 cell_id = f"{method}-{ber}-{seed}"
-                definition = json.dumps({"method": method, "ber": ber, "seed": seed})
+                fields = {} if target == "weights" else {"fault_target": target}
+                definition = json.dumps({"method": method, "ber": ber, "seed": seed, **fields})
                 store.upsert_cell(make_cell(cell_id, method, ber, seed=seed, definition=definition, **cell_fields),
                                   run_id)
                 store.add_trials([make_trial(cell_id, i, a, flips=0 if ber == 0 else flips)
@@ -148,3 +165,19 @@ def tiny_deployment(tmp_path: Path) -> tuple[nn.Module, Injector, Any, torch.Ten
     logits = predict_logits(model, data)
     predictions, _ = predictions_of(logits)
     return model, injector, data, predictions, trial_metrics(logits, data.labels, predictions).accuracy
+
+
+def accuracy_under_faults(model: nn.Module, injector: Injector, data: Any, predictions: torch.Tensor,
+                          clean: float) -> Callable[[FaultSites], float]:
+    """Accuracy of a deployment (see :func:`tiny_deployment`) under one pattern of fault sites: injected,
+    evaluated, restored; a pattern without a flip keeps the clean accuracy."""
+    from resbench.engine.evaluation import predict_logits, trial_metrics
+
+    def accuracy(sites: FaultSites) -> float:
+        if sites.num_flips == 0:
+            return clean
+        with injector.injected(sites):
+            logits = predict_logits(model, data)
+        return trial_metrics(logits, data.labels, predictions).accuracy
+
+    return accuracy

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from resbench.engine.estimator import CellDesign
-from resbench.engine.faults import FaultSites, resolve_fault_model
+from resbench.engine.faults import resolve_fault_model
 from resbench.engine.faultspace import FaultSpaceLayout
 from resbench.engine.formats import resolve_format
 from resbench.engine.strata import CriticalBitStrata, neyman_allocation
@@ -76,20 +76,14 @@ def test_neyman_allocation_follows_weight_times_spread() -> None:
 def test_stratified_estimate_is_unbiased_against_brute_force_bernoulli(tmp_path: Path) -> None:
     """A trained tiny model in fp32 at BER 3e-5: the stratified estimate from 20 trials per stratum agrees
     with 1,500 plain Bernoulli trials within their intervals."""
-    from resbench.engine.evaluation import predict_logits, trial_metrics
-    from tests.helpers import tiny_deployment
+    from tests.helpers import accuracy_under_faults, tiny_deployment
 
     model, injector, data, predictions, clean = tiny_deployment(tmp_path)
     faults = resolve_fault_model("bitflip")
     ber = 3e-5
     layout = injector.layout
 
-    def accuracy(sites: FaultSites) -> float:
-        if sites.num_flips == 0:
-            return clean
-        with injector.injected(sites):
-            logits = predict_logits(model, data)
-        return trial_metrics(logits, data.labels, predictions).accuracy
+    accuracy = accuracy_under_faults(model, injector, data, predictions, clean)
 
     brute = np.array([accuracy(faults.sample(layout, [ber], derive_seed("brute", t))[0]) for t in range(1500)])
     strata = CriticalBitStrata.of(faults, layout, ber, resolve_format("fp32").critical_bits())

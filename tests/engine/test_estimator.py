@@ -20,15 +20,14 @@ from torch import nn
 from resbench import plugins
 from resbench.config import parse_suite
 from resbench.engine.estimator import MIN_HIT_PROBABILITY, CellDesign, sample_given_flips, zero_flip_probability
-from resbench.engine.evaluation import predict_logits, trial_metrics
-from resbench.engine.faults import FaultSites, resolve_fault_model
+from resbench.engine.faults import resolve_fault_model
 from resbench.engine.faultspace import FaultSpaceLayout
 from resbench.methods import Method, PrepareContext
 from resbench.report.tables import build_leaderboard
 from resbench.run.runner import RunSettings, run_suite
 from resbench.run.store import ResultStore
 from resbench.seeds import derive_seed
-from tests.helpers import tiny_deployment
+from tests.helpers import accuracy_under_faults, tiny_deployment
 
 LAYOUT = FaultSpaceLayout(("a", "b"), (3000, 40), 32)
 BITS = LAYOUT.total_bits
@@ -89,12 +88,7 @@ def test_estimator_agrees_with_a_brute_force_bernoulli_campaign(tmp_path: Path) 
     ber = 3e-5
     layout = injector.layout
 
-    def accuracy(sites: FaultSites) -> float:
-        if sites.num_flips == 0:
-            return clean
-        with injector.injected(sites):
-            logits = predict_logits(model, data)
-        return trial_metrics(logits, data.labels, predictions).accuracy
+    accuracy = accuracy_under_faults(model, injector, data, predictions, clean)
 
     brute = np.array([accuracy(faults.sample(layout, [ber], derive_seed("brute", t))[0]) for t in range(1500)])
     conditional = [accuracy(sample_given_flips(faults, layout, ber, derive_seed("cond", t))) for t in range(200)]

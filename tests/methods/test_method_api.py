@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -21,21 +19,6 @@ from resbench.methods import Method, PrepareContext
 from resbench.registry import Registry
 from resbench.run.store import ResultStore
 from tests.helpers import MINIMAL_SUITE as SUITE
-
-
-@pytest.fixture
-def add_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Register a module with the given hook implementations as a plugin named ``resbench_api_test``."""
-
-    def add(**hooks: Callable[[Any], None]) -> None:
-        module = ModuleType("resbench_api_test")
-        for name, function in hooks.items():
-            setattr(module, name, plugins.hookimpl(function))
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-        monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", (*plugins.BUILTIN_PLUGINS, module.__name__))
-        plugins.reset_registries()
-
-    return add
 
 
 def _run(folder: Path, methods: str, *extra: str, cache: Path | None = None) -> int:
@@ -87,7 +70,7 @@ def test_a_failing_fit_is_one_line_naming_plugin_item_and_phase(
     assert _run(tmp_path, "failing") == 1  # the method's cells fail; the run goes on and ends with status 1
     error = capsys.readouterr().err.strip().splitlines()
     assert error[0].startswith("resbench: ") and "cells failed" in error[0]
-    assert error[1].endswith("prepare failed in plugin resbench_api_test: plugin 'resbench_api_test', "
+    assert error[1].endswith("prepare failed in plugin resbench_test_plugin: plugin 'resbench_test_plugin', "
                              "method 'failing', in fit: ValueError: bounds diverged")
     assert main(["-v", "run", str(tmp_path / "suite.yaml"), "--methods", "failing", "--store",
                  str(tmp_path / "r.sqlite"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 1
@@ -100,7 +83,7 @@ def test_a_factory_returning_the_wrong_type_is_named(add_plugin: Callable[..., N
     add_plugin(register_methods=lambda register: register("not-a-method", lambda options: nn.ReLU()))
     assert _run(tmp_path, "not-a-method") == 1
     assert capsys.readouterr().err.strip() == (
-        "resbench: error: plugin 'resbench_api_test', method 'not-a-method', in construction: "
+        "resbench: error: plugin 'resbench_test_plugin', method 'not-a-method', in construction: "
         "the factory returned ReLU, not a Method")
 
 
@@ -128,7 +111,7 @@ def test_a_fault_model_that_raises_while_sampling_is_named(add_plugin: Callable[
                                                                options=FaultModelOptions))
     assert _run(tmp_path, "none", "--faults", "broken") == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert error[1].endswith("campaign failed in plugin resbench_api_test: plugin 'resbench_api_test', "
+    assert error[1].endswith("campaign failed in plugin resbench_test_plugin: plugin 'resbench_test_plugin', "
                              "fault model 'broken', in sample: RuntimeError: no randomness left")
 
 
@@ -141,8 +124,8 @@ def test_a_report_format_that_raises_is_named(add_plugin: Callable[..., None], t
     assert _run(tmp_path, "none") == 0
     capsys.readouterr()
     assert main(["leaderboard", "--store", str(tmp_path / "r.sqlite"), "--format", "broken"]) == 1
-    assert capsys.readouterr().err.strip() == ("resbench: error: plugin 'resbench_api_test', report format 'broken', "
-                                               "in render: KeyError: 'column'")
+    assert capsys.readouterr().err.strip() == ("resbench: error: plugin 'resbench_test_plugin', report format "
+                                               "'broken', in render: KeyError: 'column'")
 
 
 class Bound(nn.Module):

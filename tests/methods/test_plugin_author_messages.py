@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,21 +28,6 @@ from resbench.methods import (
     transformed_layers,
 )
 from resbench.methods.testing import prepare_method, tiny_model, tiny_prepare_context
-
-
-@pytest.fixture
-def add_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Register a module with the given hook implementations as a plugin named ``resbench_author_test``."""
-
-    def add(name: str = "resbench_author_test", **hooks: Callable[[Any], None]) -> None:
-        module = ModuleType(name)
-        for hook, function in hooks.items():
-            setattr(module, hook, plugins.hookimpl(function))
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-        monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", (*plugins.BUILTIN_PLUGINS, module.__name__))
-        plugins.reset_registries()
-
-    return add
 
 
 class Flattening(BoundedActivation):
@@ -83,7 +66,7 @@ def test_a_limit_of_the_wrong_shape_is_blamed_on_the_activation_scheme_at_build(
     with pytest.raises(PluginError) as raised:
         prepare_method("flattening-recipe", tiny_model(context, epochs=1), context)
     message = str(raised.value)
-    assert raised.value.plugin == "resbench_author_test"
+    assert raised.value.plugin == "resbench_test_plugin"
     assert "activation scheme 'flattening', in build" in message and "returned shape (1, 256)" in message
     assert "profile-max" not in message
 
@@ -102,7 +85,7 @@ def test_a_duplicate_name_exits_2_naming_both_plugins(
     add_plugin(register_methods=lambda register: register("ranger", FlatteningRecipe))
     assert main(["list", "methods"]) == 2
     error = capsys.readouterr().err
-    assert "method 'ranger' registered twice: by plugin 'resbench_plugins.ranger' and by 'resbench_author_test'" in (
+    assert "method 'ranger' registered twice: by plugin 'resbench_plugins.ranger' and by 'resbench_test_plugin'" in (
         error)
     assert "failed in" not in error  # neither plugin is blamed: the pair is the problem
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -13,7 +11,6 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from resbench import plugins
 from resbench.cli import main
 from resbench.config import ComponentSpec
 from resbench.methods import (
@@ -41,21 +38,6 @@ bers: [1.0e-3]
 trials: 2
 training: {epochs: 2}
 """
-
-
-@pytest.fixture
-def add_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Register a module with the given hook implementations as a plugin named ``resbench_guard_test``."""
-
-    def add(**hooks: Callable[[Any], None]) -> None:
-        module = ModuleType("resbench_guard_test")
-        for name, function in hooks.items():
-            setattr(module, name, plugins.hookimpl(function))
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-        monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", (*plugins.BUILTIN_PLUGINS, module.__name__))
-        plugins.reset_registries()
-
-    return add
 
 
 def _run(folder: Path, methods: str, suite_extra: str = "") -> int:
@@ -168,7 +150,7 @@ def test_a_nan_left_by_a_transform_fails_the_cell_naming_plugin_item_and_phase(
                register_methods=lambda register: register("poisoned", Poisoning))
     assert _run(tmp_path, "none,poisoned") == 1
     error = capsys.readouterr().err
-    assert "plugin 'resbench_guard_test', weight transform 'poisoning', in fit: left non-finite values in" in error
+    assert "plugin 'resbench_test_plugin', weight transform 'poisoning', in fit: left non-finite values in" in error
     assert "1 of" in error and "NaN" in error
     assert "poisoned" not in _clean_accuracies(tmp_path / "r.sqlite")
 

@@ -303,3 +303,25 @@ def test_conditional_cells_mix_in_the_zero_flip_share_exactly(tmp_path: Path) ->
     assert 0.9 * 98.0 <= row["ci_low@1e-06"] < row["acc@1e-06"] < row["ci_high@1e-06"] <= 0.9 * 98.0 + 10.0
     assert row["median@1e-06"] == 98.0  # 90 % of fault patterns flip nothing
     assert row["catastrophic@1e-06"] == pytest.approx(5.0)  # half of the 10 % that flip something
+
+
+@pytest.mark.parametrize("target", ["weights", "activations"])
+def test_every_format_renders_bers_that_need_two_digits_under_one_key_spelling(target: str, tmp_path: Path) -> None:
+    """2.5e-6 and 1.5e-4 are spelled alike in every table of either fault target (never rounded to 3e-06 or
+    2e-04, which would collide with a neighbouring BER or miss its column)."""
+    curve = {2.5e-6: [97.0] * 30, 3e-6: [96.0] * 30, 1.5e-4: [60.0, 70.0] * 15, 2e-4: [50.0] * 30}
+    store_with(tmp_path / "r.sqlite", {"none": (97.0, curve), "guard": (96.5, curve)}, target=target)
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        [table] = build_leaderboard(store.cells_frame(), store.trials_frame())
+    assert table.target == target and table.bers == [2.5e-6, 3e-6, 1.5e-4, 2e-4]
+    for key in ("2.5e-06", "3e-06", "1.5e-04", "2e-04"):
+        assert f"acc@{key}" in table.rows.columns
+    assert table.rows.loc[table.rows["method"] == "none", "acc@1.5e-04"].item() == pytest.approx(65.0)
+    rendered = {name: render([table]) for name, render in (("md", render_markdown), ("html", render_html),
+                                                            ("latex", render_latex), ("csv", render_csv),
+                                                            ("json", render_json))}
+    for key in ("2.5e-06", "1.5e-04"):
+        assert key in rendered["md"] and key in rendered["html"] and f"acc@{key}" in rendered["csv"]
+    assert "2.5e-06" in rendered["latex"] and "1.5e-04" in rendered["latex"]
+    assert set(display_frame(table).columns) >= ({"BER 2.5e-06", "BER 1.5e-04"} if target == "weights"
+                                                 else {"acc 2.5e-06", "SDC % 1.5e-04", "DUE % 2e-04"})

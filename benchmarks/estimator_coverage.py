@@ -23,9 +23,9 @@ mnist5k in fp32 and q15.16, at BERs 1e-6 and 1e-5, the trials each design needs 
 half-width 1 point, twice: from the sampling variance alone, ``(1.96 sigma)^2`` with ``sigma`` the
 standard deviation of one trial's contribution (``P(K >= 1)`` times that of accuracy given a flip for the
 conditional design, ``sum_h W_h S_h`` under Neyman allocation for critical-bit strata; Cochran 1977,
-eq. 5.27); and for the interval the leaderboard shows, whose pseudo-trial per stratum adds
-``(d_h / (n_h + 1))^2`` to each stratum's spread (:func:`resbench.engine.strata.stratum_spread`), trials
-allocated one at a time as the design does. Spreads come from ``--pilot`` trials per design and stratum.
+eq. 5.27); and for the interval the leaderboard shows, whose one pseudo-trial per side adds the square
+of its shift ``sum_h W_h d_h / (N + 1)``, trials allocated one at a time as the design allocates them
+(:class:`resbench.engine.strata.StratifiedDesign`). Spreads come from ``--pilot`` trials per design and stratum.
 
 ``--json`` writes the figures.
 """
@@ -206,19 +206,24 @@ def trials_needed(deployed: Deployed, faults: FaultModel, ber: float, pilot: int
 
 def _trials_for_interval(weights: list[float], samples: list[list[float]], halfwidth: float = 1.0,
                          limit: int = 1_000_000) -> int:
-    """The fewest trials whose allocation, one trial at a time where it helps most (as the design allocates),
-    brings ``Z95 * sqrt(sum_h W_h^2 V_h(n_h))`` to ``halfwidth``; strata from their pilot ``samples``."""
+    """The fewest trials, allocated one at a time as the design allocates them (``stratum_spread``), whose
+    interval reaches ``halfwidth``: ``Z95 * sqrt(sum_h W_h^2 S_h^2 / n_h + (sum_h W_h d_h / (N + 1))^2)``, the
+    sampling variance plus the shift of the cell's one pseudo-trial at the far end (``d_h`` from a stratum's
+    mean to it); strata from their pilot ``samples``."""
     live = [h for h, weight in enumerate(weights) if weight > 0 and len(samples[h]) > 1]
     counts = {h: 2 for h in live}
+    variance = {h: float(np.var(samples[h], ddof=1)) for h in live}
+    far = sum(weights[h] * max(float(np.mean(samples[h])), 100.0 - float(np.mean(samples[h]))) for h in live)
 
-    def spread() -> float:
-        return sum(weights[h] ** 2 * stratum_spread(samples[h], counts[h]) for h in live)
+    def width() -> float:
+        total = sum(counts.values())
+        return Z95 * math.sqrt(sum(weights[h] ** 2 * variance[h] / counts[h] for h in live)
+                               + (far / (total + 1)) ** 2)
 
-    while Z95 * math.sqrt(spread()) > halfwidth and sum(counts.values()) < limit:
+    while width() > halfwidth and sum(counts.values()) < limit:
         best = max(live, key=lambda h: weights[h] ** 2 * (stratum_spread(samples[h], counts[h])
                                                           - stratum_spread(samples[h], counts[h] + 1)))
-        step = max(1, counts[best] // 50)  # big allocations move in steps of 2 %
-        counts[best] += step
+        counts[best] += max(1, counts[best] // 50)  # big allocations move in steps of 2 %
     return sum(counts.values())
 
 
@@ -247,7 +252,7 @@ def trials_needed_table(args: argparse.Namespace, cache_dir: Path) -> dict[str, 
     faults = resolve_fault_model("bitflip")
     rows = []
     print(f"Trials for a ±1-point 95% interval ({args.pilot} pilot trials per design and stratum): from the "
-          "sampling variance alone, and for the interval resbench shows (bounded bootstrap, pseudo-trial per stratum)")
+          "sampling variance alone, and for the interval resbench shows (bounded bootstrap, one pseudo-trial per side)")
     print("| model / format | BER | conditional | critical-bit strata | fewer | conditional, interval | "
           "critical-bit strata, interval | fewer |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -178,6 +178,4 @@ def test_coverage_simulation_on_a_small_model(tmp_path: Path) -> None:
     for design in ("conditional", "critical-bits"):
         assert figures[f"{design}_coverage"] >= 0.93
         assert abs(figures[f"{design}_bias_z"]) < 4
-    # At 30 trials the critical-bit design's per-stratum pseudo-trials cost it width; its gain is in the
-    # trials a target half-width needs (benchmarks/estimator_coverage.py --trials-needed).
-    assert figures["conditional_mean_width"] < figures["bernoulli_mean_width"]
+    assert figures["critical-bits_mean_width"] < figures["conditional_mean_width"] < figures["bernoulli_mean_width"]

@@ -62,7 +62,7 @@ __all__ = ["PILOT_TRIALS", "STRATA", "CriticalBitStrata", "StratifiedDesign", "s
 #: critical flip, two or more critical flips.
 STRATA = ("no flip", "other flips only", "one critical flip", "two or more critical flips")
 #: Trials of the pilot in each sampled stratum of positive weight, before the allocation follows the spread.
-PILOT_TRIALS = 3
+PILOT_TRIALS = 1
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def _critical_bit_problems(suite: Suite, number_formats: dict[str, NumberFormat]
     least = PILOT_TRIALS * (len(STRATA) - 1)
     if suite.trials.sampling == "critical-bits" and suite.trials.trials < least:
         problems.append(f"{source}: trials.trials {suite.trials.trials}: critical-bits sampling needs at least {least} "
-                        f"(a pilot of {PILOT_TRIALS} in each of its {len(STRATA) - 1} sampled strata)")
+                        f"({PILOT_TRIALS} in each of its {len(STRATA) - 1} sampled strata to start with)")
     if suite.trials.critical_bits and suite.trials.sampling != "critical-bits":
         problems.append(f"{source}: trials.critical_bits applies to sampling: critical-bits, "
                         f"not {suite.trials.sampling}")

@@ -112,7 +112,7 @@ def test_an_interrupted_stratified_run_resumes_to_the_same_rows(stratified_run: 
 
 
 @pytest.mark.parametrize(("trials", "extra", "message"), [
-    (5, "", "needs at least 9"),
+    (2, "", "needs at least 3"),
     (12, ", critical_bits: {fp16: [14]}", "no format 'fp16' in the suite"),
     (12, ", critical_bits: {fp32: [32]}", "distinct bit positions from 0 to 31"),
 ])

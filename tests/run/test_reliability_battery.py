@@ -128,8 +128,8 @@ def killed_run_on_read_only_media(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     writer.execute("UPDATE trials SET accuracy = accuracy")
     with writer:
         writer.execute("INSERT INTO trials SELECT cell_id, trial + 100, seed, accuracy, sdc_rate, critical_sdc_rate, "
-                       "due_rate, flips, reused, seconds, flips_per_bit, flips_per_tensor, run_id, effective_flips "
-                       "FROM trials")
+                       "due_rate, flips, reused, seconds, flips_per_bit, flips_per_tensor, run_id, effective_flips, "
+                       "stratum FROM trials")
     for name in (path.name, f"{path.name}-wal"):  # copied while the writer holds them, as a kill leaves them
         (media / name).write_bytes((writer_folder / name).read_bytes())
     writer.close()

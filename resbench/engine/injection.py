@@ -162,7 +162,7 @@ class Injector:
         self.codes.index_copy_(0, elements, codes)
         first_parameter = self.stored_parameters.first_element
         in_values = elements < first_parameter
-        if bool(in_values.all()):
+        if first_parameter == self.layout.total_elements or bool(in_values.all()):  # no parameter touched
             self.values.index_copy_(0, elements, self._decode(elements, codes))
             return
         tensors = self.stored_parameters.read(self.codes[first_parameter:], elements[~in_values] - first_parameter)
@@ -236,4 +236,3 @@ class Injector:
             for index in range(len(self.space.tensors)):
                 self._decode_tensor(index)
         self._applied = None
-

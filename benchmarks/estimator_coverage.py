@@ -4,12 +4,14 @@ each design needs.
 **Coverage** (the default), for one deployed model at each BER of ``--bers``:
 
 1. reference: a long plain Bernoulli campaign (every trial a direct draw; zero-flip trials reuse the
-   clean result) gives the true mean accuracy up to a small standard error;
+   clean result), long enough that about ``--reference`` of its trials flip a bit (at most
+   :data:`REFERENCE_CAP` trials), gives the true mean accuracy up to a small standard error;
 2. repetitions: many independent small campaigns of each design, each giving an estimate and its 95%
    bounded-bootstrap interval: ``conditional`` (trials given at least one flip, weighted exactly by
    P(K = 0), :mod:`resbench.engine.estimator`), ``critical-bits`` (trials per critical-bit stratum, weighted
-   exactly by the binomial stratum probabilities, a third of them a pilot and the rest allocated by
-   Neyman from the pilot's spread, :mod:`resbench.engine.strata`) and plain ``bernoulli`` trials.
+   exactly by the binomial stratum probabilities and allocated as a suite's ``sampling: critical-bits``
+   allocates them: a pilot per stratum, then each trial where it narrows the interval most,
+   :mod:`resbench.engine.strata`) and plain ``bernoulli`` trials.
 
 Prints per design the coverage of the 95% intervals (share of repetitions whose interval holds the
 reference), the misses below and above, their mean width, and the bias of the estimates (mean estimate
@@ -18,10 +20,12 @@ minus reference, in standard errors). Default: a small MLP on synthetic data (mi
 
 **Trials for a +-1-point interval** (``--trials-needed``): for the MLP on digits in fp32 and LeNet-5 on
 mnist5k in fp32 and q15.16, at BERs 1e-6 and 1e-5, the trials each design needs for a 95% interval of
-half-width 1 point, ``(1.96 sigma)^2`` with ``sigma`` the standard deviation of one trial's contribution:
-``P(K >= 1)`` times that of accuracy given a flip (conditional), ``sum_h W_h S_h`` under Neyman
-allocation (critical-bit strata; Cochran 1977, eq. 5.27). Spreads come from ``--pilot`` trials per
-design and stratum.
+half-width 1 point, twice: from the sampling variance alone, ``(1.96 sigma)^2`` with ``sigma`` the
+standard deviation of one trial's contribution (``P(K >= 1)`` times that of accuracy given a flip for the
+conditional design, ``sum_h W_h S_h`` under Neyman allocation for critical-bit strata; Cochran 1977,
+eq. 5.27); and for the interval the leaderboard shows, whose pseudo-trial per stratum adds
+``(d_h / (n_h + 1))^2`` to each stratum's spread (:func:`resbench.engine.strata.stratum_spread`), trials
+allocated one at a time as the design does. Spreads come from ``--pilot`` trials per design and stratum.
 
 ``--json`` writes the figures.
 """
@@ -51,7 +55,7 @@ from resbench.engine.evaluation import (
 from resbench.engine.faults import FaultModel, FaultSites, resolve_fault_model
 from resbench.engine.formats import resolve_format
 from resbench.engine.injection import Injector
-from resbench.engine.strata import STRATA, CriticalBitStrata, neyman_allocation
+from resbench.engine.strata import STRATA, CriticalBitStrata, StratifiedDesign, stratum_spread
 from resbench.seeds import derive_seed
 from resbench.training import load_or_train_baseline
 
@@ -61,6 +65,8 @@ TRIALS_NEEDED_SETUPS = (("mlp", "digits", None, "fp32"), ("lenet5", "mnist5k", 5
                         ("lenet5", "mnist5k", 500, "q15.16"))
 TRIALS_NEEDED_BERS = (1e-6, 1e-5)
 Z95 = 1.959963984540054
+#: The most plain Bernoulli trials one reference may take (at BER 1e-7 on a small model, a few hundred flip).
+REFERENCE_CAP = 2_000_000
 
 
 @dataclass
@@ -129,34 +135,27 @@ def strata_of(deployed: Deployed, faults: FaultModel, ber: float, critical_bits:
     return CriticalBitStrata.of(faults, deployed.injector.layout, ber, bits)
 
 
-def stratum_trials(deployed: Deployed, strata: CriticalBitStrata, stratum: int, count: int, stream: str,
-                   start: int = 0) -> list[float]:
-    return [accuracy_under(deployed, strata.sample(stratum, derive_seed(stream, stratum, t)))
-            for t in range(start, start + count)]
-
-
-def critical_bit_campaign(deployed: Deployed, strata: CriticalBitStrata, trials: int, stream: str
-                          ) -> list[list[float]]:
-    """``trials`` trials in the sampled strata (1..3): a third as a pilot spread over those of positive
-    weight, the rest allocated by Neyman from the pilot's standard deviations (plus a point, so a stratum
-    whose pilot agreed keeps a share)."""
-    weights = strata.weights()[1:]
-    live = [index for index in range(len(STRATA) - 1) if weights[index] > 0]
-    pilot = max(2, trials // (3 * max(len(live), 1)))
-    samples: list[list[float]] = [stratum_trials(deployed, strata, index + 1, pilot, stream) if index in live
-                                  else [] for index in range(len(STRATA) - 1)]
-    deviations = [float(np.std(sample, ddof=1)) + 1.0 if len(sample) > 1 else 0.0 for sample in samples]
-    allocation = neyman_allocation(weights, deviations, trials, minimum=pilot)
-    for index in live:
-        samples[index] += stratum_trials(deployed, strata, index + 1, allocation[index] - pilot, stream, pilot)
-    return samples
+def critical_bit_campaign(deployed: Deployed, strata: CriticalBitStrata, trials: int, stream: str) -> list[float]:
+    """``trials`` trials of one cell as ``sampling: critical-bits`` runs them (:class:`StratifiedDesign`: a pilot
+    in each stratum, then each trial where it narrows the interval most); the accuracies in trial order."""
+    design = StratifiedDesign(tuple(float(weight) for weight in strata.weights()), deployed.clean_accuracy)
+    samples: list[list[float]] = [[] for _ in design.weights]
+    accuracies = []
+    for _ in range(trials):
+        stratum = design.next_stratum(samples)
+        seed = derive_seed(stream, len(samples[stratum]))
+        samples[stratum].append(accuracy_under(deployed, strata.sample(stratum, seed)))
+        accuracies.append(samples[stratum][-1])
+    return accuracies
 
 
 def coverage_at(deployed: Deployed, faults: FaultModel, ber: float, args: argparse.Namespace) -> dict[str, float]:
     """Reference, then each design's coverage, one-sided misses, width and bias at one BER."""
     layout = deployed.injector.layout
     zero_flip = zero_flip_probability(layout.total_elements * faults.allowed_bits(layout).size, ber)
-    reference = bernoulli_trials(deployed, faults, ber, args.reference, f"reference-{ber}")
+    # Enough plain trials that about ``--reference`` of them flip a bit (zero-flip trials cost no forward pass).
+    count = min(REFERENCE_CAP, math.ceil(args.reference / max(1 - zero_flip, 1e-12)))
+    reference = bernoulli_trials(deployed, faults, ber, count, f"reference-{ber}")
     truth = float(reference.mean())
     truth_error = float(reference.std(ddof=1)) / math.sqrt(reference.size)
     design = CellDesign(zero_flip, deployed.clean_accuracy)
@@ -166,12 +165,13 @@ def coverage_at(deployed: Deployed, faults: FaultModel, ber: float, args: argpar
         stream = f"{ber}-{repetition}"
         estimates["conditional"].append(design.estimate(
             conditional_trials(deployed, faults, ber, args.trials, f"c{stream}").tolist()))
-        estimates["critical-bits"].append(strata.estimate(
-            critical_bit_campaign(deployed, strata, args.trials, f"s{stream}"), deployed.clean_accuracy,
-            seed=repetition))
+        stratified = StratifiedDesign(tuple(float(weight) for weight in strata.weights()), deployed.clean_accuracy)
+        estimates["critical-bits"].append(stratified.estimate(
+            critical_bit_campaign(deployed, strata, args.trials, f"s{stream}")))
         estimates["bernoulli"].append(CellDesign().estimate(
             bernoulli_trials(deployed, faults, ber, args.trials, f"b{stream}").tolist()))
-    result = {"ber": ber, "zero_flip_probability": zero_flip, "critical_weights": strata.weights().tolist(),
+    result = {"ber": ber, "reference_trials": count, "zero_flip_probability": zero_flip,
+              "critical_weights": strata.weights().tolist(),
               "clean": deployed.clean_accuracy, "reference_mean": truth, "reference_se": truth_error}
     for name, found in estimates.items():
         means, lows, highs = (np.array(column) for column in zip(*found, strict=True))
@@ -186,18 +186,40 @@ def coverage_at(deployed: Deployed, faults: FaultModel, ber: float, args: argpar
 
 
 def trials_needed(deployed: Deployed, faults: FaultModel, ber: float, pilot: int) -> dict[str, float]:
-    """Trials for a +-1-point 95% interval under each design, from pilot spreads (module docstring)."""
+    """Trials for a +-1-point 95% interval under each design, from pilot spreads (module docstring): from the
+    sampling variance alone, and with the interval's pseudo-trials (``stratum_spread``)."""
     layout = deployed.injector.layout
     hit = 1 - zero_flip_probability(layout.total_elements * faults.allowed_bits(layout).size, ber)
-    conditional = conditional_trials(deployed, faults, ber, pilot, f"pilot-{ber}")
+    conditional = conditional_trials(deployed, faults, ber, pilot, f"pilot-{ber}").tolist()
     strata = strata_of(deployed, faults, ber)
     weights = strata.weights()
-    deviations = [0.0] + [float(np.std(stratum_trials(deployed, strata, h, pilot, f"pilot-{ber}"), ddof=1))
-                          if weights[h] > 0 else 0.0 for h in range(1, len(STRATA))]
-    conditional_sigma = hit * float(conditional.std(ddof=1))
+    samples = [[]] + [[accuracy_under(deployed, strata.sample(h, derive_seed(f"pilot-{ber}", h, t)))
+                       for t in range(pilot)] if weights[h] > 0 else [] for h in range(1, len(STRATA))]
+    deviations = [float(np.std(sample, ddof=1)) if len(sample) > 1 else 0.0 for sample in samples]
+    conditional_sigma = hit * float(np.std(conditional, ddof=1))
     strata_sigma = float(np.dot(weights, deviations))
     return {"ber": ber, "conditional": (Z95 * conditional_sigma) ** 2, "critical-bits": (Z95 * strata_sigma) ** 2,
+            "conditional_interval": _trials_for_interval([hit], [conditional]),
+            "critical-bits_interval": _trials_for_interval(weights[1:].tolist(), samples[1:]),
             "critical_weights": weights.tolist(), "stratum_sd": deviations, "pilot": pilot}
+
+
+def _trials_for_interval(weights: list[float], samples: list[list[float]], halfwidth: float = 1.0,
+                         limit: int = 1_000_000) -> int:
+    """The fewest trials whose allocation, one trial at a time where it helps most (as the design allocates),
+    brings ``Z95 * sqrt(sum_h W_h^2 V_h(n_h))`` to ``halfwidth``; strata from their pilot ``samples``."""
+    live = [h for h, weight in enumerate(weights) if weight > 0 and len(samples[h]) > 1]
+    counts = {h: 2 for h in live}
+
+    def spread() -> float:
+        return sum(weights[h] ** 2 * stratum_spread(samples[h], counts[h]) for h in live)
+
+    while Z95 * math.sqrt(spread()) > halfwidth and sum(counts.values()) < limit:
+        best = max(live, key=lambda h: weights[h] ** 2 * (stratum_spread(samples[h], counts[h])
+                                                          - stratum_spread(samples[h], counts[h] + 1)))
+        step = max(1, counts[best] // 50)  # big allocations move in steps of 2 %
+        counts[best] += step
+    return sum(counts.values())
 
 
 def coverage(args: argparse.Namespace, cache_dir: Path) -> dict[str, object]:
@@ -211,22 +233,24 @@ def coverage(args: argparse.Namespace, cache_dir: Path) -> dict[str, object]:
         row = coverage_at(deployed, faults, ber, args)
         rows.append(row)
         print(f"BER {ber:g}: P(K=0) = {row['zero_flip_probability']:.4f}; reference {row['reference_mean']:.3f} % "
-              f"± {row['reference_se']:.3f} (SE) from {args.reference} Bernoulli trials")
+              f"± {row['reference_se']:.3f} (SE) from {row['reference_trials']} Bernoulli trials")
         for name in DESIGNS:
             print(f"  {name:>13}: coverage {100 * row[f'{name}_coverage']:.1f} % (truth below the interval "
                   f"{100 * row[f'{name}_miss_below']:.1f} %, above {100 * row[f'{name}_miss_above']:.1f} %); "
                   f"mean width {row[f'{name}_mean_width']:.2f} points; bias {row[f'{name}_bias']:+.3f} points "
                   f"({row[f'{name}_bias_z']:+.2f} SE)")
     return {"setup": vars(setup), "trials": args.trials, "repetitions": args.repetitions,
-            "reference_trials": args.reference, "bers": rows}
+            "bers": rows}
 
 
 def trials_needed_table(args: argparse.Namespace, cache_dir: Path) -> dict[str, object]:
     faults = resolve_fault_model("bitflip")
     rows = []
-    print(f"Trials for a ±1-point 95% interval ({args.pilot} pilot trials per design and stratum)")
-    print("| model / format | BER | conditional | critical-bit strata | fewer |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"Trials for a ±1-point 95% interval ({args.pilot} pilot trials per design and stratum): from the "
+          "sampling variance alone, and for the interval resbench shows (bounded bootstrap, pseudo-trial per stratum)")
+    print("| model / format | BER | conditional | critical-bit strata | fewer | conditional, interval | "
+          "critical-bit strata, interval | fewer |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for model, dataset, limit, number_format in TRIALS_NEEDED_SETUPS:
         deployed = deploy(Setup(model, dataset, number_format, limit), cache_dir)
         for ber in TRIALS_NEEDED_BERS:
@@ -234,8 +258,9 @@ def trials_needed_table(args: argparse.Namespace, cache_dir: Path) -> dict[str, 
                    **trials_needed(deployed, faults, ber, args.pilot)}
             rows.append(row)
             ratio = row["conditional"] / max(row["critical-bits"], 1e-12)
+            shown = row["conditional_interval"] / max(row["critical-bits_interval"], 1)
             print(f"| {model} {number_format} | {ber:g} | {row['conditional']:.0f} | {row['critical-bits']:.0f} | "
-                  f"{ratio:.1f}x |")
+                  f"{ratio:.1f}x | {row['conditional_interval']} | {row['critical-bits_interval']} | {shown:.1f}x |")
     return {"trials_needed": rows}
 
 
@@ -252,7 +277,8 @@ def main() -> None:
     parser.add_argument("--critical-bits", type=lambda text: [int(part) for part in text.split(",")], default=None,
                         help="comma-separated bit positions to stratify on (default: the format's critical bits)")
     parser.add_argument("--repetitions", type=int, default=100)
-    parser.add_argument("--reference", type=int, default=5000, help="trials of the brute-force reference")
+    parser.add_argument("--reference", type=int, default=5000,
+                        help="trials with a flip in the brute-force reference (plain trials: this over P(K >= 1))")
     parser.add_argument("--trials-needed", action="store_true",
                         help="instead: trials for a ±1-point interval, conditional vs critical-bit strata")
     parser.add_argument("--pilot", type=int, default=100, help="--trials-needed: pilot trials per design/stratum")

@@ -74,10 +74,16 @@ class TrialPolicy(pydantic.BaseModel):
         le=100,
         description="adaptive: stop when the 95% CI half-width of mean accuracy (points) is below this",
     )
-    sampling: Literal["conditional", "bernoulli"] = pydantic.Field(
+    sampling: Literal["conditional", "critical-bits", "bernoulli"] = pydantic.Field(
         default="conditional",
         description="per-bit Bernoulli faults: sample trials given at least one flip and weight exactly "
-        "(conditional), or plain nested Bernoulli draws (bernoulli)",
+        "(conditional), stratify them by flips in each format's critical bits and weight exactly "
+        "(critical-bits), or plain nested Bernoulli draws (bernoulli)",
+    )
+    critical_bits: dict[str, list[int]] = pydantic.Field(
+        default_factory=dict,
+        description="critical-bits sampling: the critical bit positions (LSB = 0) of a format, by its label, "
+        "instead of those the format declares (resbench list formats)",
     )
 
     @pydantic.model_validator(mode="after")

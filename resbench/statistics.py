@@ -108,15 +108,18 @@ class TrialWeights:
         """Draws of a mean that could not be estimated: NaN, shaped like :meth:`mean_draws`."""
         return np.full((SIDES, self.count), math.nan)
 
-    def mean_draws(self, trials: Indices, values: Values, low: float, high: float) -> np.ndarray:
+    def mean_draws(self, trials: Indices, values: Values, low: float, high: float, pseudo: float = 1.0
+                   ) -> np.ndarray:
         """Draws of the mean of ``values`` (observed at trial indices ``trials``) on ``[low, high]``, shape
-        ``(SIDES, draws)``: row 0 with the pseudo-trial at ``low``, row 1 with it at ``high``."""
+        ``(SIDES, draws)``: row 0 with the pseudo-trial at ``low``, row 1 with it at ``high``. ``pseudo``
+        scales the pseudo-trial's weight: a stratum of a stratified cell holds its share of the cell's one
+        pseudo-trial (:mod:`resbench.engine.strata`)."""
         index = np.asarray(trials, dtype=np.int64)
         weights = self.trials[:, index]
         total = weights @ np.asarray(values, dtype=float)
         mass = weights.sum(axis=1)
-        worst = (total + self.low * low) / (mass + self.low)
-        best = (total + self.high * high) / (mass + self.high)
+        worst = (total + pseudo * self.low * low) / (mass + pseudo * self.low)
+        best = (total + pseudo * self.high * high) / (mass + pseudo * self.high)
         return np.stack([worst, best])
 
 

@@ -73,7 +73,7 @@ def make_trial(cell_id: str, trial: int, accuracy: float, flips: int = 1) -> Tri
 
 #: Every column of a trial row that the computation determines (``seconds`` and ``run_id`` do not).
 ROW_COLUMNS = ("cell_id, trial, seed, accuracy, sdc_rate, critical_sdc_rate, due_rate, flips, reused, "
-               "flips_per_bit, flips_per_tensor")
+               "flips_per_bit, flips_per_tensor, stratum")
 
 
 def rows(store: Path) -> pd.DataFrame:

@@ -18,6 +18,8 @@ where ``clean`` is the fault-free accuracy (known without sampling). Two designs
   come instead from ``K`` drawn from the binomial truncated to ``K >= 1`` and ``K`` distinct uniform
   bits: just as exact, but not shared with a method whose fault space is larger (whose effect on any
   estimate there is below ``100 * MIN_HIT_PROBABILITY`` points).
+* ``critical-bits``: the conditional design one level finer, stratified by flips in the format's critical
+  bits (:mod:`resbench.engine.strata`).
 * ``bernoulli``: the plain campaign, nested across the sweep, every trial a direct Bernoulli draw: the
   reference the conditional design is checked against.
 
@@ -46,15 +48,16 @@ __all__ = [
     "zero_flip_probability",
 ]
 
-Sampling = Literal["conditional", "bernoulli"]
+Sampling = Literal["conditional", "critical-bits", "bernoulli"]
 MIN_HIT_PROBABILITY = 1e-4
 
 
 def effective_sampling(requested: Sampling, fault_model: FaultModel) -> str:
-    """The design a cell really uses: ``conditional`` only for per-bit Bernoulli fault models."""
-    if requested == "conditional" and isinstance(fault_model, BernoulliFaults):
-        return "conditional"
-    return "bernoulli" if isinstance(fault_model, BernoulliFaults) else "direct"
+    """The design a cell really uses: ``conditional`` and ``critical-bits`` (:mod:`resbench.engine.strata`)
+    only for per-bit Bernoulli fault models, whose sites they sample by flip count; others draw directly."""
+    if not isinstance(fault_model, BernoulliFaults):
+        return "direct"
+    return requested
 
 
 def zero_flip_probability(bits: int, ber: float) -> float:

@@ -15,12 +15,33 @@ with the stratum weights ``W_h`` known from the two binomials: the conditional d
 critical and other sites. The stratified mean is unbiased whatever the allocation of trials across
 strata (Cochran 1977, *Sampling Techniques*, 3rd ed., eq. 5.1); its variance is smallest when stratum h
 gets trials in proportion to ``W_h S_h`` (Neyman 1934, *J. R. Statist. Soc.* 97(4); Cochran eq. 5.26),
-with ``S_h`` the standard deviation of accuracy within the stratum, estimated from pilot trials
-(:func:`neyman_allocation`).
+with ``S_h`` the standard deviation of accuracy within the stratum, estimated from the trials so far
+(:class:`StratifiedDesign`).
 
 Which bits are critical is declared by the number format (:meth:`NumberFormat.critical_bits`) and can be
-overridden. The design is measured by ``benchmarks/estimator_coverage.py``; suites sample with the
-conditional design until this one has shown its coverage there.
+overridden (a suite's ``trials: {critical_bits: {FORMAT: [bits]}}``).
+
+A suite asks for the design with ``trials: {sampling: critical-bits}``; :class:`StratifiedDesign` is how a
+cell's trials are spread over the strata and how they become its estimate. Trials are allocated
+sequentially from the cell's own results: a pilot of :data:`PILOT_TRIALS` trials in each stratum of
+positive weight, round robin, then each trial goes to the stratum where it shrinks ``sum_h W_h^2 V_h(n_h)``
+the most, with
+
+    V_h(n) = S_h^2 / n + (d_h / (n + 1))^2,
+
+``S_h`` the stratum's sample standard deviation and ``d_h`` the distance from its mean to the far end of
+[0, 100]. The first term alone is the stratified mean's variance, whose sequential minimisation is
+Neyman's allocation (Cochran 1977, sec. 5.5 and 5.9); the second, the shift one unseen trial at the far
+end would cause, keeps a stratum whose few trials all agreed from being starved (it may still hold a
+catastrophe). The allocation is a deterministic function of the trial accuracies in trial order, so the
+strata of stored trials replay from the accuracies alone (:meth:`StratifiedDesign.strata_of`) and a
+resumed cell continues exactly.
+
+The interval is the bounded Bayesian bootstrap of :mod:`resbench.statistics` stratum by stratum
+(independent weights, combined with the exact ``W_h``), with the cell's one pseudo-trial per side shared
+by the strata in proportion to their trials: a cell of one stratum gets exactly the conditional design's
+interval. ``benchmarks/estimator_coverage.py`` measures the design: coverage against a brute-force
+Bernoulli campaign, interval width and trials needed against the conditional design.
 """
 
 from __future__ import annotations
@@ -35,11 +56,13 @@ from resbench.engine.faults import FaultModel, FaultSites
 from resbench.engine.faultspace import FaultSpaceLayout
 from resbench.statistics import TrialWeights, quantile_interval
 
-__all__ = ["STRATA", "CriticalBitStrata", "neyman_allocation"]
+__all__ = ["PILOT_TRIALS", "STRATA", "CriticalBitStrata", "StratifiedDesign", "stratum_spread"]
 
 #: The strata: no flip at all (exactly clean, never sampled), flips in other bits only, exactly one
 #: critical flip, two or more critical flips.
 STRATA = ("no flip", "other flips only", "one critical flip", "two or more critical flips")
+#: Trials of the pilot in each sampled stratum of positive weight, before the allocation follows the spread.
+PILOT_TRIALS = 3
 
 
 @dataclass(frozen=True)
@@ -96,26 +119,6 @@ class CriticalBitStrata:
                                self.other[other % max(self.other.size, 1)]]).astype(np.int64)
         return FaultSites(self.layout, elements, bits, self.kind, self.ber)  # type: ignore[arg-type]
 
-    def estimate(self, accuracies: Sequence[Sequence[float]], clean: float, seed: int = 0
-                 ) -> tuple[float, float, float]:
-        """Stratified mean ``W_0 clean + sum_h W_h mean_h`` from the trial accuracies of strata 1..3
-        (``accuracies[h - 1]``) and the fault-free accuracy, and its 95% interval: each stratum's
-        bounded-bootstrap draws (:mod:`resbench.statistics`, independent weights per stratum) combined
-        with the exact weights ``W_h``. NaN and [0, 100] while a stratum of positive weight has no trial."""
-        weights = self.weights()
-        mean, draws = weights[0] * clean, np.full(1, weights[0] * clean)
-        for stratum, values in enumerate(accuracies, start=1):
-            sample = np.asarray(values, dtype=float)
-            if weights[stratum] == 0:
-                continue
-            if sample.size == 0:
-                return math.nan, 0.0, 100.0
-            stratum_weights = TrialWeights.draw(sample.size, seed=seed * len(STRATA) + stratum)
-            draws = draws + weights[stratum] * stratum_weights.mean_draws(range(sample.size), sample, 0.0, 100.0)
-            mean += weights[stratum] * float(sample.mean())
-        low, high = quantile_interval(np.broadcast_to(draws, (2, max(draws.shape[-1], 1))))
-        return mean, min(low, mean), max(high, mean)
-
 
 def _binomial_head(count: int, ber: float) -> tuple[float, float, float]:
     """``P(K = 0)``, ``P(K = 1)``, ``P(K >= 2)`` for ``K ~ Binomial(count, ber)``, without cancellation."""
@@ -147,20 +150,79 @@ def _distinct_lines(total: int, count: int, generator: np.random.Generator) -> n
     return np.sort(generator.choice(total, size=min(count, total), replace=False)).astype(np.int64)
 
 
-def neyman_allocation(weights: Sequence[float], deviations: Sequence[float], trials: int,
-                      minimum: int = 2) -> list[int]:
-    """Trials per stratum in proportion to ``W_h S_h`` (Neyman 1934), at least ``minimum`` in every
-    stratum of positive weight (a stratum whose pilot showed no spread may still hold a catastrophe),
-    summing to ``trials`` where the minimums allow."""
-    mass = np.asarray(weights, dtype=float) * np.asarray(deviations, dtype=float)
-    floors = np.where(np.asarray(weights) > 0, minimum, 0)
-    spare = max(trials - int(floors.sum()), 0)
-    if mass.sum() <= 0:
-        share = np.where(floors > 0, 1.0, 0.0)
-        mass = share / max(share.sum(), 1.0)
-    ideal = spare * mass / mass.sum()
-    allocation = floors + np.floor(ideal).astype(int)
-    remainder = spare - int(np.floor(ideal).sum())
-    for index in np.argsort(-(ideal - np.floor(ideal)))[:remainder]:
-        allocation[index] += 1
-    return [int(value) for value in allocation]
+@dataclass(frozen=True)
+class StratifiedDesign:
+    """How a stratified cell's trials are spread over its strata, and how they become its estimate.
+
+    ``weights`` are the exact probabilities of the strata, index 0 the fault-free one (accuracy ``clean``,
+    never sampled); trials are drawn in the strata ``1..`` of positive weight (module docstring).
+    """
+
+    weights: tuple[float, ...]
+    clean: float
+    pilot: int = PILOT_TRIALS
+
+    @property
+    def sampled(self) -> list[int]:
+        """The strata trials are drawn in: those past the fault-free one with positive weight."""
+        return [stratum for stratum in range(1, len(self.weights)) if self.weights[stratum] > 0]
+
+    def next_stratum(self, samples: Sequence[Sequence[float]]) -> int:
+        """The stratum of the next trial, given the accuracies so far per stratum (``samples[h]``,
+        index 0 unused): round robin until each sampled stratum has its pilot, then the largest drop in
+        the interval's spread (module docstring; the lowest stratum on a tie)."""
+        sampled = self.sampled
+        counts = [len(samples[stratum]) for stratum in sampled]
+        if min(counts) < self.pilot:
+            return sampled[counts.index(min(counts))]
+        gains = [self.weights[stratum] ** 2 * (stratum_spread(samples[stratum], count)
+                                               - stratum_spread(samples[stratum], count + 1))
+                 for stratum, count in zip(sampled, counts, strict=True)]
+        return sampled[int(np.argmax(gains))]
+
+    def strata_of(self, accuracies: Sequence[float]) -> list[int]:
+        """The stratum of each trial of a cell, replayed from its accuracies in trial order."""
+        samples: list[list[float]] = [[] for _ in self.weights]
+        strata = []
+        for accuracy in accuracies:
+            stratum = self.next_stratum(samples)
+            samples[stratum].append(float(accuracy))
+            strata.append(stratum)
+        return strata
+
+    def estimate(self, accuracies: Sequence[float], weights: TrialWeights | None = None
+                 ) -> tuple[float, float, float]:
+        """Stratified mean ``W_0 clean + sum_h W_h mean_h`` of a cell's trials (in trial order) and its 95%
+        interval: each stratum's bounded bootstrap, independent across strata, combined with the exact
+        weights; the cell's one pseudo-trial per side (:mod:`resbench.statistics`) is shared by the strata in
+        proportion to their trials. NaN and the whole range while a sampled stratum has no trial."""
+        samples: list[list[float]] = [[] for _ in self.weights]
+        for stratum, accuracy in zip(self.strata_of(accuracies), accuracies, strict=True):
+            samples[stratum].append(float(accuracy))
+        mean, draws = self.weights[0] * self.clean, np.full(1, self.weights[0] * self.clean)
+        for stratum in self.sampled:
+            sample = np.asarray(samples[stratum], dtype=float)
+            if sample.size == 0:
+                return math.nan, *self.bounds
+            stratum_weights = TrialWeights.draw(sample.size, seed=stratum)
+            share = sample.size / len(accuracies)  # of the cell's one pseudo-trial
+            draws = draws + self.weights[stratum] * stratum_weights.mean_draws(range(sample.size), sample, 0.0, 100.0,
+                                                                               pseudo=share)
+            mean += self.weights[stratum] * float(sample.mean())
+        low, high = quantile_interval(np.broadcast_to(draws, (2, max(draws.shape[-1], 1))))
+        return mean, min(low, mean), max(high, mean)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The range of the estimate: every sampled trial at 0, or every one at 100."""
+        fault_free = self.weights[0] * self.clean
+        return fault_free, fault_free + 100.0 * (1 - self.weights[0])
+
+
+def stratum_spread(sample: Sequence[float], trials: int) -> float:
+    """``V_h(n)`` of the module docstring for ``trials`` trials like ``sample``: the sampling variance of the
+    stratum's mean plus the squared shift of the bounded bootstrap's pseudo-trial at the far end of [0, 100]."""
+    values = np.asarray(sample, dtype=float)
+    variance = float(values.var(ddof=1)) if values.size > 1 else 0.0
+    mean = float(values.mean())
+    return variance / trials + (max(mean, 100.0 - mean) / (trials + 1)) ** 2

@@ -62,7 +62,8 @@ def plot_accuracy_curves(table: LeaderboardTable) -> plt.Figure:
 
 def plot_distributions(table: LeaderboardTable, trials: pd.DataFrame) -> plt.Figure:
     """Box plots of trial accuracy per BER and method (FitAct, figure 5); for conditional campaigns the
-    trials are those given at least one flip (the zero-flip share is clean accuracy)."""
+    trials are those given at least one flip (the zero-flip share is clean accuracy), for critical-bit
+    strata the trials of every stratum as drawn (the catastrophic strata over-represented)."""
     faulty = trials[trials["ber"] > 0].copy()
     faulty["BER"] = faulty["ber"].map(format_ber)
     order = [format_ber(ber) for ber in table.bers]
@@ -73,8 +74,10 @@ def plot_distributions(table: LeaderboardTable, trials: pd.DataFrame) -> plt.Fig
         warnings.filterwarnings("ignore", "vert: bool", category=DeprecationWarning)
         sns.boxplot(data=faulty, x="BER", y="accuracy", hue="method", order=order, hue_order=methods, ax=axes,
                     fliersize=2, linewidth=0.8)
-    conditional = "sampling" in faulty and (faulty["sampling"] == "conditional").any()
-    axes.set_ylabel("accuracy given at least one flip (%)" if conditional else "accuracy (%)")
+    designs = set(faulty["sampling"]) if "sampling" in faulty else set()
+    axes.set_ylabel("accuracy given at least one flip (%)" if "conditional" in designs
+                    else "accuracy per trial, strata unweighted (%)" if "critical-bits" in designs
+                    else "accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title(table.title, fontsize=10)
     figure.tight_layout()

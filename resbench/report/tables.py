@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from resbench.engine.estimator import CellDesign
+from resbench.engine.strata import STRATA
 from resbench.report.activation_rates import activation_columns, rank_single_fault_rows
 from resbench.report.keys import format_ber
 from resbench.report.score import REFERENCE_RANGE, covered_range, resilience_score
@@ -161,17 +161,57 @@ def _setup_of(definition: str) -> str:
 
 @dataclass
 class _Cell:
-    """One (method, seed, BER) cell's trials as the estimator sees them."""
+    """One (method, seed, BER) cell's trials as the estimator sees them, every design as strata.
 
-    trials: np.ndarray  # trial indices
-    accuracies: np.ndarray  # stored accuracies (conditional on a flip for conditional cells)
-    values: np.ndarray  # trial values whose mean is the estimate
-    design: CellDesign
+    Stratum 0 is fault-free (weight ``weights[0]``, accuracy ``clean``, never sampled); the trials of stratum
+    ``h >= 1`` estimate its mean, and the cell's estimate is ``sum_h weights[h] * mean_h``. Direct draws are
+    one stratum of weight 1; conditional cells ``P(K = 0)`` and one stratum of the rest; critical-bits cells
+    their stored stratum weights (:mod:`resbench.engine.strata`).
+    """
+
+    trials: np.ndarray  # pairing keys (:func:`_pair_keys`): trial index, or stratum and rank in it
+    accuracies: np.ndarray  # stored accuracies (given the stratum: at least one flip for conditional cells)
+    strata: np.ndarray  # stratum of each trial
+    weights: np.ndarray  # exact probability of each stratum, the fault-free one first
+    clean: float
     frame: pd.DataFrame
 
     @property
+    def sampled(self) -> list[int]:
+        """The strata with trials."""
+        return sorted({int(stratum) for stratum in self.strata})
+
+    @property
+    def fault_free(self) -> float:
+        """The fault-free stratum's share of the estimate."""
+        return float(self.weights[0] * self.clean) if self.weights[0] else 0.0
+
+    @property
     def bounds(self) -> tuple[float, float]:
-        return self.design.bounds if self.design.zero_flip else (0.0, 100.0)
+        """The range of the estimate: every sampled trial at 0, or every one at 100."""
+        return self.fault_free, self.fault_free + 100.0 * (1 - float(self.weights[0]))
+
+    def mean(self) -> float:
+        return self.fault_free + sum(float(self.weights[h]) * float(self.accuracies[self.strata == h].mean())
+                                     for h in self.sampled)
+
+    def draws(self, weights: TrialWeights) -> np.ndarray:
+        """Draws of the estimate: each stratum's bounded bootstrap, paired by trial key, weighted exactly, the
+        cell's one pseudo-trial shared by the strata in proportion to their trials."""
+        total = np.full((SIDES, weights.count), self.fault_free)
+        for h in self.sampled:
+            mask = self.strata == h
+            total = total + float(self.weights[h]) * weights.mean_draws(
+                self.trials[mask], self.accuracies[mask], 0.0, 100.0, pseudo=float(mask.mean()))
+        return total
+
+    def masses(self) -> np.ndarray:
+        """Each trial's share of the cell's probability: its stratum's weight over the stratum's trials."""
+        counts = {h: int((self.strata == h).sum()) for h in self.sampled}
+        return np.array([float(self.weights[h]) / counts[int(h)] for h in self.strata])
+
+    def stratum_mean(self, column: str, h: int) -> float:
+        return float(self.frame[column].to_numpy(dtype=float)[self.strata == h].mean())
 
 
 @dataclass
@@ -186,23 +226,41 @@ class _SeedCurve:
     def draws(self) -> np.ndarray:
         """Draws of mean accuracy, shape ``(SIDES, draws, BERs)`` (NaN where a cell is missing)."""
         weights = self.weights
-        columns = [
-            weights.mean_draws(cell.trials, cell.values, *cell.bounds) if cell is not None and cell.trials.size
-            else weights.missing()
-            for cell in self.cells
-        ]
+        columns = [cell.draws(weights) if cell is not None and cell.trials.size else weights.missing()
+                   for cell in self.cells]
         return np.stack(columns, axis=-1) if columns else np.zeros((SIDES, weights.count, 0))
 
     def means(self) -> np.ndarray:
-        return np.array([float(cell.values.mean()) if cell is not None and cell.values.size else math.nan
-                         for cell in self.cells])
+        return np.array([cell.mean() if cell is not None and cell.trials.size else math.nan for cell in self.cells])
+
+
+def _stratum_weights(trials: pd.DataFrame) -> np.ndarray:
+    """The exact stratum probabilities of a cell (fault-free first), from its design (:class:`_Cell`)."""
+    first = trials.iloc[0]
+    stored = str(first.get("strata_weights", "") or "")
+    if stored:
+        return np.asarray(json.loads(stored), dtype=float)
+    zero_flip = float(first["zero_flip_probability"]) if str(first["sampling"]) == "conditional" else 0.0
+    return np.array([zero_flip, 1.0 - zero_flip])
 
 
 def _cell_of(trials: pd.DataFrame, clean: float) -> _Cell:
-    conditional = bool(len(trials)) and str(trials["sampling"].iloc[0]) == "conditional"
-    design = CellDesign(float(trials["zero_flip_probability"].iloc[0]), clean) if conditional else CellDesign()
-    accuracies = trials["accuracy"].to_numpy(dtype=float)
-    return _Cell(trials["trial"].to_numpy(dtype=np.int64), accuracies, design.values(accuracies), design, trials)
+    strata = trials["stratum"].to_numpy(dtype=np.int64) if "stratum" in trials else np.zeros(len(trials), np.int64)
+    strata = np.where(strata > 0, strata, 1)  # unstratified trials: the one sampled stratum
+    return _Cell(trials["pair"].to_numpy(dtype=np.int64), trials["accuracy"].to_numpy(dtype=float), strata,
+                 _stratum_weights(trials), clean, trials)
+
+
+def _pair_keys(trials: pd.DataFrame) -> pd.Series:
+    """The key that pairs trials across methods (and indexes the bootstrap weights): the trial index, or in
+    stratified cells ``(len(STRATA) - 1) * rank + stratum - 1``, ``rank`` counting the cell's earlier trials in
+    the same stratum: the trials that drew their sites from the same seed (:mod:`resbench.run.campaign`)."""
+    if "stratum" not in trials or not (trials["stratum"] > 0).any():
+        return trials["trial"].astype(np.int64)
+    ordered = trials.sort_values(["cell_id", "trial"], kind="stable")
+    rank = ordered.groupby(["cell_id", "stratum"], sort=False).cumcount()
+    keys = np.where(ordered["stratum"] > 0, (len(STRATA) - 1) * rank + ordered["stratum"] - 1, ordered["trial"])
+    return pd.Series(keys.astype(np.int64), index=ordered.index).reindex(trials.index)
 
 
 def _seed_curves(
@@ -225,32 +283,37 @@ def _seed_curves(
 
 def _pooled_cell_columns(key: str, cells: list[_Cell], clean: float, chance: float) -> dict[str, float]:
     """Median, 5th percentile, catastrophic share, SDC and DUE shares of one BER, over seeds."""
-    values, masses, sdc, due_share, due_weights = [], [], [], [], []
+    values, masses, sdc, due_share = [], [], [], []
+    due_counts: dict[int, list[int]] = {}
+    due_weights: dict[int, list[float]] = {}
     for cell in cells:
-        hit = 1 - cell.design.zero_flip
-        share = hit / cell.accuracies.size
         values += cell.accuracies.tolist()
-        masses += [share] * cell.accuracies.size
-        if cell.design.zero_flip:  # the zero-flip share: trials that would have kept clean accuracy
-            values.append(cell.design.clean)
-            masses.append(1 - hit)
-        sdc.append(hit * float(cell.frame["sdc_rate"].mean()))
-        due_share.append(float((cell.frame["due_rate"] > 0).mean()))
-        due_weights.append(hit)
+        masses += cell.masses().tolist()
+        if cell.weights[0]:  # the fault-free share: trials that would have kept clean accuracy
+            values.append(cell.clean)
+            masses.append(float(cell.weights[0]))
+        due = (cell.frame["due_rate"].to_numpy(dtype=float) > 0)
+        sdc.append(sum(float(cell.weights[h]) * cell.stratum_mean("sdc_rate", h) for h in cell.sampled))
+        due_share.append(sum(float(cell.weights[h]) * float(due[cell.strata == h].mean()) for h in cell.sampled))
+        for h in cell.sampled:
+            found, total = due_counts.setdefault(h, [0, 0]), int((cell.strata == h).sum())
+            found[0], found[1] = found[0] + int(due[cell.strata == h].sum()), found[1] + total
+            due_weights.setdefault(h, []).append(float(cell.weights[h]))
     threshold = chance + CATASTROPHE_LEVEL * (clean - chance) if clean > chance else -math.inf
     accuracy, mass = np.asarray(values), np.asarray(masses)
-    due_total = sum(int((cell.frame["due_rate"] > 0).sum()) for cell in cells)
-    trial_total = sum(cell.accuracies.size for cell in cells)
-    due_low, due_high = wilson_interval(due_total, trial_total)
-    hit_mean = float(np.mean(due_weights))
+    due_low = due_high = 0.0
+    for h, (found_due, total) in due_counts.items():  # each stratum's Wilson bounds, weighted exactly
+        low, high = wilson_interval(found_due, total)
+        due_low += float(np.mean(due_weights[h])) * low
+        due_high += float(np.mean(due_weights[h])) * high
     return {
         f"median@{key}": weighted_quantile(accuracy, mass, 0.5),
         f"p05@{key}": weighted_quantile(accuracy, mass, 0.05),
         f"catastrophic@{key}": 100 * float(mass[accuracy < threshold].sum() / mass.sum()),
         f"sdc@{key}": float(np.mean(sdc)),
-        f"due_trials@{key}": 100 * float(np.mean([s * w for s, w in zip(due_share, due_weights, strict=True)])),
-        f"due_low@{key}": 100 * hit_mean * due_low,
-        f"due_high@{key}": 100 * hit_mean * due_high,
+        f"due_trials@{key}": 100 * float(np.mean(due_share)),
+        f"due_low@{key}": 100 * due_low,
+        f"due_high@{key}": 100 * due_high,
     }
 
 
@@ -406,19 +469,28 @@ def _added_values(fault_space: str) -> int:
 
 
 def _paired(first: _SeedCurve, second: _SeedCurve, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-trial value differences (first - second) on the trial indices both cells hold, and the paired
-    draws of the mean difference: the bounded bootstrap of the differences themselves, whose pseudo-trials
-    sit at the ends of the difference's range (a catastrophe in either method alone, ``[-100, 100]`` for
-    direct draws), so a sample with no difference yet cannot rule one out."""
+    """Per-trial contributions to the difference (first - second) on the pairing keys both cells hold, whose
+    mean is the estimated difference, and the paired draws of that difference: per stratum, the bounded
+    bootstrap of the weighted differences themselves, whose pseudo-trials sit at the ends of the difference's
+    range (a catastrophe in either method alone, ``[-100, 100]`` for direct draws), so a sample with no
+    difference yet cannot rule one out."""
     one, two = first.cells[index], second.cells[index]
     if one is None or two is None:
         return np.zeros(0), first.weights.missing()
     common, in_one, in_two = np.intersect1d(one.trials, two.trials, return_indices=True)
     if common.size == 0:
         return np.zeros(0), first.weights.missing()
-    differences = one.values[in_one] - two.values[in_two]
-    (low_one, high_one), (low_two, high_two) = one.bounds, two.bounds
-    return differences, first.weights.mean_draws(common, differences, low_one - high_two, high_one - low_two)
+    strata = one.strata[in_one]
+    draws = np.full((SIDES, first.weights.count), one.fault_free - two.fault_free)
+    contributions = np.full(common.size, one.fault_free - two.fault_free)
+    for h in sorted(set(strata.tolist())):
+        mask = strata == h
+        weight_one, weight_two = float(one.weights[h]), float(two.weights[h])
+        differences = weight_one * one.accuracies[in_one][mask] - weight_two * two.accuracies[in_two][mask]
+        draws = draws + first.weights.mean_draws(common[mask], differences, -100.0 * weight_two, 100.0 * weight_one,
+                                                 pseudo=float(mask.mean()))
+        contributions[mask] += differences * common.size / int(mask.sum())
+    return contributions, draws
 
 
 def _differences(results: dict[str, _MethodResult], bers: list[float]) -> None:
@@ -473,16 +545,18 @@ def _ranks(results: dict[str, _MethodResult], order: list[str]) -> dict[str, str
 
 
 def _table_weights(cells: pd.DataFrame, trials: pd.DataFrame) -> dict[int, TrialWeights]:
-    """One weight matrix per seed, shared by every BER and method of the table (paired draws)."""
+    """One weight matrix per seed, shared by every BER and method of the table (paired draws), indexed by
+    pairing key (:func:`_pair_keys`)."""
     weights = {}
     for seed, seed_cells in cells.groupby("seed"):
         seed_trials = trials[trials["cell_id"].isin(seed_cells["cell_id"])]
-        count = int(seed_trials["trial"].max()) + 1 if len(seed_trials) else 0
+        count = int(seed_trials["pair"].max()) + 1 if len(seed_trials) else 0
         weights[int(seed)] = TrialWeights.draw(count, seed=int(seed) % 2**32)
     return weights
 
 
 def _table_frame(group_cells: pd.DataFrame, group_trials: pd.DataFrame, bers: list[float]) -> pd.DataFrame:
+    group_trials = group_trials.assign(pair=_pair_keys(group_trials))
     weights = _table_weights(group_cells, group_trials)
     reference = _reference_clean(group_cells, group_trials)
     results = {
@@ -509,6 +583,9 @@ def _notes(fault_model: str, group_cells: pd.DataFrame) -> tuple[str, ...]:
                      "tensors sees different sites from the unprotected model: comparisons are unpaired.")
     if set(group_cells["sampling"]) == {"bernoulli"}:
         notes.append("plain Bernoulli campaign: trials at low BER may have no flip.")
+    if set(group_cells["sampling"]) == {"critical-bits"}:
+        notes.append("critical-bit strata: trials drawn per stratum of flips in the format's critical bits and "
+                     "weighted by the strata's exact probabilities; trial counts are per cell, over all strata.")
     return tuple(notes)
 
 

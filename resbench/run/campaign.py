@@ -2,8 +2,10 @@
 
 For each trial index the fault model samples fault sites from a seed that does not depend on the
 method: under the ``conditional`` design (:mod:`resbench.engine.estimator`) each BER gets sites conditional on
-at least one flip; under the plain ``bernoulli`` design nested sites for the whole sweep at once (the
-sites at a lower BER are a subset of those at a higher one). Each BER that still needs trials gets:
+at least one flip; under ``critical-bits`` (:mod:`resbench.engine.strata`) each cell's next trial goes to the
+stratum its results so far call for, and the j-th trial of a stratum draws its sites from the j-th trial seed,
+so methods are paired stratum by stratum; under the plain ``bernoulli`` design nested sites for the whole
+sweep at once (the sites at a lower BER are a subset of those at a higher one). Each BER that still needs trials gets:
 inject (XOR in place) -> evaluate -> restore (bit-exact). A trial with no flip reuses the fault-free
 result without a forward pass. Completed trials stored earlier are skipped, so an interrupted campaign
 resumes where it stopped.
@@ -27,6 +29,7 @@ from resbench.engine.estimator import CellDesign, sample_given_flips
 from resbench.engine.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
 from resbench.engine.faults import FaultModel, FaultSites
 from resbench.engine.injection import Injector
+from resbench.engine.strata import CriticalBitStrata, StratifiedDesign
 from resbench.errors import blame_plugin
 from resbench.run.store import TrialRow
 
@@ -48,8 +51,9 @@ class CampaignPlan:
     """What one campaign covers: the BER sweep, its cells, the trial policy and the trial seeds.
 
     ``designs`` (one per cell, empty for direct draws) say how a cell's trials become its estimate;
-    ``conditional`` campaigns sample each BER conditional on at least one flip. ``batch``, when given,
-    replaces the schedule: the campaign runs those trials and no others.
+    ``conditional`` campaigns sample each BER conditional on at least one flip; ``strata`` (one per cell,
+    empty unless stratified) draw the sites of critical-bit strata. ``batch``, when given, replaces the
+    schedule: the campaign runs those trials and no others.
     """
 
     bers: list[float]
@@ -58,16 +62,18 @@ class CampaignPlan:
     trial_seed: Callable[[int], int]
     #: (plugin, item label) of the fault model, named when its sampling raises
     fault_model_item: tuple[str, str] = ("resbench.engine.faults", "fault model")
-    designs: list[CellDesign] = field(default_factory=list)
+    designs: list[CellDesign | StratifiedDesign] = field(default_factory=list)
     conditional: bool = False
+    strata: list[CriticalBitStrata] = field(default_factory=list)
     batch: TrialBatch | None = None
 
-    def design(self, index: int) -> CellDesign:
+    def design(self, index: int) -> CellDesign | StratifiedDesign:
         """The design of cell ``index`` (direct draws when none is given)."""
         return self.designs[index] if self.designs else CellDesign()
 
 
-def trials_needed(accuracies: list[float], policy: TrialPolicy, design: CellDesign | None = None) -> bool:
+def trials_needed(accuracies: list[float], policy: TrialPolicy,
+                  design: CellDesign | StratifiedDesign | None = None) -> bool:
     """Whether a cell with these trial accuracies needs another trial under ``policy``.
 
     The adaptive rule asks the interval the leaderboard shows (the bounded bootstrap of the cell's
@@ -94,14 +100,47 @@ def _run_trial(
     return trial_metrics(logits, data.labels, clean.predictions), False
 
 
+@dataclass(frozen=True)
+class _Draw:
+    """The sites of one trial of one cell, the seed they came from and their stratum (0: unstratified)."""
+
+    sites: FaultSites
+    seed: int
+    stratum: int = 0
+
+
 def _sites_for(
-    fault_model: FaultModel, injector: Injector, plan: CampaignPlan, seed: int, pending: list[int]
-) -> dict[int, FaultSites]:
-    """The sites of one trial for each pending cell: conditional per BER, or nested over the sweep."""
+    fault_model: FaultModel, injector: Injector, plan: CampaignPlan, seed: int, pending: list[int],
+    done: dict[str, dict[int, float]],
+) -> dict[int, _Draw]:
+    """The sites of one trial for each pending cell: in the stratum the cell's results call for,
+    conditional per BER, or nested over the sweep."""
+    if plan.strata:
+        return {index: _stratified_draw(plan, index, _in_trial_order(done[plan.cell_ids[index]])) for index in pending}
     if plan.conditional:
-        return {index: sample_given_flips(fault_model, injector.layout, plan.bers[index], seed) for index in pending}
+        return {index: _Draw(sample_given_flips(fault_model, injector.layout, plan.bers[index], seed), seed)
+                for index in pending}
     all_sites = fault_model.sample(injector.layout, plan.bers, seed)
-    return {index: all_sites[index] for index in pending}
+    return {index: _Draw(all_sites[index], seed) for index in pending}
+
+
+def _in_trial_order(accuracies: dict[int, float]) -> list[float]:
+    """A cell's trial accuracies ordered by trial index (a stratified design replays them in that order)."""
+    return [accuracies[trial] for trial in sorted(accuracies)]
+
+
+def _stratified_draw(plan: CampaignPlan, index: int, accuracies: list[float]) -> _Draw:
+    """The next trial of stratified cell ``index`` after ``accuracies`` (its trials so far, in order): the
+    stratum its design picks, sites from the trial seed of the stratum's next trial."""
+    design = plan.designs[index]
+    assert isinstance(design, StratifiedDesign)  # stratified plans hold one per cell
+    strata = design.strata_of(accuracies)
+    samples: list[list[float]] = [[] for _ in design.weights]
+    for stratum, accuracy in zip(strata, accuracies, strict=True):
+        samples[stratum].append(accuracy)
+    stratum = design.next_stratum(samples)
+    seed = plan.trial_seed(len(samples[stratum]))
+    return _Draw(plan.strata[index].sample(stratum, seed), seed, stratum)
 
 
 def scheduled_trials(plan: CampaignPlan, done: dict[str, dict[int, float]]) -> Iterator[tuple[int, int, list[int]]]:
@@ -118,7 +157,7 @@ def scheduled_trials(plan: CampaignPlan, done: dict[str, dict[int, float]]) -> I
     trial = 0
     while True:
         needing = [index for index, cell_id in enumerate(plan.cell_ids)
-                   if trials_needed(list(done[cell_id].values()), plan.policy, plan.design(index))]
+                   if trials_needed(_in_trial_order(done[cell_id]), plan.policy, plan.design(index))]
         if not needing:
             return
         pending = [index for index in needing if trial not in done[plan.cell_ids[index]]]
@@ -143,17 +182,18 @@ def run_campaign(
     """
     for trial, seed, pending in scheduled_trials(plan, done):
         with blame_plugin(*plan.fault_model_item, "sample"):
-            sites = _sites_for(fault_model, injector, plan, seed, pending)
+            sites = _sites_for(fault_model, injector, plan, seed, pending, done)
         for index in pending:
             started = time.perf_counter()
-            metrics, reused = _run_trial(model, injector, sites[index], data, clean)
+            draw = sites[index]
+            metrics, reused = _run_trial(model, injector, draw.sites, data, clean)
             cell_id = plan.cell_ids[index]
             done[cell_id][trial] = metrics.accuracy
-            record = sites[index].record()
+            record = draw.sites.record()
             yield TrialRow(
                 cell_id=cell_id,
                 trial=trial,
-                seed=seed,
+                seed=draw.seed,
                 accuracy=metrics.accuracy,
                 sdc_rate=metrics.sdc_rate,
                 critical_sdc_rate=metrics.critical_sdc_rate,
@@ -164,4 +204,5 @@ def run_campaign(
                 seconds=time.perf_counter() - started,
                 flips_per_bit=tuple(record.per_bit),
                 flips_per_tensor=record.per_tensor,
+                stratum=draw.stratum,
             )

@@ -52,6 +52,7 @@ from resbench.engine.faults import FaultModel
 from resbench.engine.faultspace import FaultSpace
 from resbench.engine.formats import NumberFormat
 from resbench.engine.injection import Injector
+from resbench.engine.strata import CriticalBitStrata, StratifiedDesign
 from resbench.errors import PluginError, blame_plugin
 from resbench.methods.base import Method, PrepareContext, defines_fit
 from resbench.methods.guards import check_clean_drop, check_finite
@@ -341,11 +342,12 @@ def campaign(
     try:
         cell_ids = [keys.cell_id(group, fault_spec, ber) for ber in bers]
         sampling = effective_sampling(context.suite.trials.sampling, fault_model)
-        designs = _designs(sampling, fault_model, deployed, bers)
+        strata = _strata(context, group, sampling, fault_model, deployed, bers)
+        designs = _designs(sampling, fault_model, deployed, bers, strata)
         if template is not None:
             yield _cells_ready(context, group, fault_spec, template, sampling, designs, trials.clean)
         plan = CampaignPlan(bers, cell_ids, context.suite.trials, functools.partial(keys.trial_seed, group, fault_spec),
-                            designs=designs, conditional=sampling == "conditional",
+                            designs=designs, conditional=sampling == "conditional", strata=strata,
                             fault_model_item=(fault_entry.plugin, f"fault model {fault_entry.name!r}"), batch=batch)
         stored = {cell_id: dict(done.get(cell_id, {})) for cell_id in cell_ids}
         yield from trials.run(plan, stored)
@@ -394,7 +396,7 @@ _TRIAL_LOOPS: dict[str, type[_WeightTrials] | type[_ActivationTrials]] = {
 
 
 def _cells_ready(context: JobContext, group: Group, fault_spec: ComponentSpec, template: CellRecord, sampling: str,
-                 designs: list[CellDesign], clean: CleanReference) -> CellsReady:
+                 designs: list[CellDesign | StratifiedDesign], clean: CleanReference) -> CellsReady:
     """The records of one fault model's cells (clean cell first) and the clean cell's row."""
     keys = context.keys
     clean_cell = dataclasses.replace(template, cell_id=keys.cell_id(group, fault_spec, 0.0),
@@ -402,20 +404,43 @@ def _cells_ready(context: JobContext, group: Group, fault_spec: ComponentSpec, t
                                      definition=keys.definition(group, fault_spec, 0.0))
     cells = [dataclasses.replace(clean_cell, cell_id=keys.cell_id(group, fault_spec, ber), ber=ber,
                                  definition=keys.definition(group, fault_spec, ber), sampling=sampling,
-                                 zero_flip_probability=design.zero_flip)
+                                 **_design_fields(design))
              for ber, design in zip(keys.bers(fault_spec), designs, strict=True)]
     metrics = clean.metrics
     clean_row = TrialRow(clean_cell.cell_id, 0, 0, metrics.accuracy, 0.0, 0.0, metrics.due_rate, 0, True, 0.0, (), {})
     return CellsReady((clean_cell, *cells), clean_row)
 
 
-def _designs(sampling: str, fault_model: FaultModel, deployed: Deployed, bers: list[float]) -> list[CellDesign]:
-    """Per BER, how trials become the estimate: P(K = 0) and the clean accuracy for conditional cells."""
+def _design_fields(design: CellDesign | StratifiedDesign) -> dict[str, Any]:
+    """What a cell record says of its design: P(K = 0), and the stratum weights of a stratified cell."""
+    if isinstance(design, StratifiedDesign):
+        return {"zero_flip_probability": design.weights[0], "strata_weights": json.dumps(list(design.weights))}
+    return {"zero_flip_probability": design.zero_flip}
+
+
+def _strata(context: JobContext, group: Group, sampling: str, fault_model: FaultModel, deployed: Deployed,
+            bers: list[float]) -> list[CriticalBitStrata]:
+    """Per BER, the critical-bit strata of a ``critical-bits`` campaign (none for other designs): the
+    format's critical bits, or the suite's ``trials.critical_bits`` for it."""
+    if sampling != "critical-bits":
+        return []
+    label = group.format_spec.label
+    critical = context.suite.trials.critical_bits.get(label) or deployed.injector.format.critical_bits()
+    return [CriticalBitStrata.of(fault_model, deployed.injector.layout, ber, critical) for ber in bers]
+
+
+def _designs(sampling: str, fault_model: FaultModel, deployed: Deployed, bers: list[float],
+             strata: list[CriticalBitStrata]) -> list[CellDesign | StratifiedDesign]:
+    """Per BER, how trials become the estimate: P(K = 0) and the clean accuracy for conditional cells, the
+    exact stratum weights for stratified ones."""
+    clean = deployed.clean.metrics.accuracy
+    if strata:
+        return [StratifiedDesign(tuple(float(weight) for weight in cell_strata.weights()), clean)
+                for cell_strata in strata]
     if sampling != "conditional":
         return [CellDesign() for _ in bers]
     layout = deployed.injector.layout
     bits = layout.total_elements * fault_model.allowed_bits(layout).size
-    clean = deployed.clean.metrics.accuracy
     return [CellDesign(zero_flip_probability(bits, ber), clean) for ber in bers]
 
 

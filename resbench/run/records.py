@@ -1,7 +1,8 @@
 """What the results store holds: its tables, and the records a run writes to them.
 
 :data:`SCHEMA` creates the four tables (runs, cells, trials, failures; :data:`SCHEMA_VERSION` is kept in
-SQLite's ``user_version``); :class:`CellRecord`, :class:`TrialRow` and :class:`CellFailure` are one row
+SQLite's ``user_version``; a store of an older version gets the columns added since, with their defaults,
+when a run opens it); :class:`CellRecord`, :class:`TrialRow` and :class:`CellFailure` are one row
 of the cells, trials and failures tables. :mod:`resbench.run.store` reads and writes them.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "CellFailure", "CellRecord", "TrialRow"]
 
 #: Version of the tables below, kept in SQLite's ``user_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,7 +53,8 @@ CREATE TABLE IF NOT EXISTS cells (
     zero_flip_probability REAL NOT NULL DEFAULT 0,
     chance_accuracy REAL,
     baseline_checksum TEXT NOT NULL DEFAULT '',
-    timing TEXT NOT NULL DEFAULT '{}'
+    timing TEXT NOT NULL DEFAULT '{}',
+    strata_weights TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS trials (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id),
@@ -69,6 +71,7 @@ CREATE TABLE IF NOT EXISTS trials (
     flips_per_tensor TEXT NOT NULL,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
     effective_flips INTEGER,
+    stratum INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (cell_id, trial)
 );
 CREATE TABLE IF NOT EXISTS failures (
@@ -93,7 +96,9 @@ class CellRecord:
 
     ``fault_space`` lists the stored tensors faults may hit (JSON: name, kind, shape). ``sampling`` is
     the campaign design (:mod:`resbench.engine.estimator`): for ``conditional`` cells the stored trial
-    accuracies are conditional on at least one flip and ``zero_flip_probability`` is P(K = 0).
+    accuracies are conditional on at least one flip and ``zero_flip_probability`` is P(K = 0); for
+    ``critical-bits`` cells ``strata_weights`` holds the exact stratum probabilities (JSON list, the
+    fault-free stratum first, :mod:`resbench.engine.strata`) and each trial row its stratum.
     ``chance_accuracy`` is the accuracy of always predicting the test split's most frequent class;
     ``baseline_checksum`` the SHA-256 of the trained baseline's weights; ``timing`` the interleaved
     clean-pass times (JSON: ``baseline`` and ``protected`` seconds, pass by pass).
@@ -123,6 +128,7 @@ class CellRecord:
     chance_accuracy: float | None = None
     baseline_checksum: str = ""
     timing: str = "{}"
+    strata_weights: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class TrialRow:
     ``flips`` counts sampled sites; ``effective_flips`` the bits that really changed (a legacy draw that
     hit a bit twice cancels, a stuck-at site already at its value changes nothing).
     ``flips_per_bit`` counts sites by bit position (LSB = 0); ``flips_per_tensor`` by stored tensor
-    (non-zero counts only).
+    (non-zero counts only). ``stratum`` is the trial's critical-bit stratum (0 in unstratified cells).
     """
 
     cell_id: str
@@ -148,6 +154,7 @@ class TrialRow:
     flips_per_bit: tuple[int, ...]
     flips_per_tensor: dict[str, int]
     effective_flips: int | None = None
+    stratum: int = 0
 
 
 @dataclass(frozen=True)

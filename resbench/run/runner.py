@@ -211,9 +211,13 @@ class _Driver:
                 close()
 
     def _run_campaigns(self, runnable: list[tuple[Group, StoredTrials]]) -> None:
-        """One job per group, or rounds of trial-batch jobs when the executor declares a ``trial_batch``."""
+        """One job per group, or rounds of trial-batch jobs when the executor declares a ``trial_batch``.
+
+        ``critical-bits`` campaigns run one job per group: each trial's stratum follows the results of the
+        cell's trials before it (:mod:`resbench.engine.strata`), so they cannot be computed ahead.
+        """
         trial_batch = getattr(self.executor, "trial_batch", None)
-        if not trial_batch:
+        if not trial_batch or self.suite.trials.sampling == "critical-bits":
             self._consume(self.executor.map([GroupJob(self.context, group, stored) for group, stored in runnable]))
             return
         batches = TrialBatches(self.context, trial_batch)

@@ -47,6 +47,8 @@ DEFAULT_STORE = Path("results/resbench.sqlite")
 #: SQLite ``application_id`` of a resbench store ("RBst").
 APPLICATION_ID = 0x52427374
 _TABLES = ("runs", "cells", "trials", "failures")
+#: Columns added to the tables since schema version 1 (a run adds them to an older store, with their defaults).
+_ADDED_SINCE_FIRST_SCHEMA = {"cells": ("strata_weights",), "trials": ("stratum",)}
 #: The key each keyed table promises to hold once per row.
 _KEYS = {"cells": "cell_id", "trials": "cell_id, trial", "failures": "cell_id"}
 _DAMAGED = "Restore it from a copy or pass another --store"
@@ -114,6 +116,11 @@ def _schema_columns() -> dict[str, tuple[str, ...]]:
         connection.close()
 
 
+def _first_schema_columns(table: str) -> tuple[str, ...]:
+    """The columns of ``table`` in the first stamped schema (version 1): those of today less the added ones."""
+    return tuple(name for name in _schema_columns()[table] if name not in _ADDED_SINCE_FIRST_SCHEMA.get(table, ()))
+
+
 def _columns(connection: sqlite3.Connection, table: str) -> tuple[str, ...]:
     return tuple(row[1] for row in connection.execute(f"PRAGMA table_info({table})"))
 
@@ -169,10 +176,26 @@ class ResultStore:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         self._connection.execute(statement)
+                self._add_missing_columns()
                 self._connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 self._connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
+
+    def _add_missing_columns(self) -> None:
+        """Bring a store of an older schema up to date: the columns added since, with their defaults (older
+        rows read as what the older resbench meant: unstratified cells and trials)."""
+        reference = sqlite3.connect(":memory:")
+        try:
+            reference.executescript(SCHEMA)
+            for table in _TABLES:
+                present = set(_columns(self._connection, table))
+                for _, name, kind, not_null, default, _ in reference.execute(f"PRAGMA table_info({table})"):
+                    if name not in present:
+                        constraint = f" NOT NULL DEFAULT {default}" if not_null else ""
+                        self._connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}{constraint}")
+        finally:
+            reference.close()
 
     def _integrity_problem(self) -> str | None:
         """SQLite's first complaint about the file (pages, records, indexes), or None when it is sound."""
@@ -248,7 +271,8 @@ class ResultStore:
         """Whether the tables are exactly resbench's, column for column (a store older than its stamp)."""
         if not set(tables) >= {"runs", "cells", "trials"} or not set(tables) <= set(_TABLES):
             return False
-        return all(_columns(self._connection, table) == _schema_columns()[table] for table in tables)
+        return all(_columns(self._connection, table) in (_schema_columns()[table], _first_schema_columns(table))
+                   for table in tables)
 
     @classmethod
     def open_existing(cls, path: Path) -> ResultStore:
@@ -362,13 +386,15 @@ class ResultStore:
                 json.dumps(row.flips_per_tensor, sort_keys=True),
                 run_id,
                 row.effective_flips,
+                row.stratum,
             )
             for row in rows
         ]
         with self._transaction() as connection:
             before = connection.total_changes
+            columns = _schema_columns()["trials"]
             connection.executemany(
-                "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO trials ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
                 "ON CONFLICT (cell_id, trial) DO NOTHING",
                 values,
             )
@@ -436,13 +462,18 @@ class ResultStore:
     def trials_frame(self) -> pd.DataFrame:
         """Every trial joined with its cell, one row per trial."""
         with self._guard():
-            return pd.read_sql_query(
+            stratified = "strata_weights" in _columns(self._connection, "cells")
+            weights = "c.strata_weights" if stratified else "'' AS strata_weights"
+            frame = pd.read_sql_query(
                 "SELECT c.method, c.model, c.dataset, c.format, c.fault_model, c.ber, c.seed AS base_seed, "
-                "c.sampling, c.zero_flip_probability, t.* "
+                f"c.sampling, c.zero_flip_probability, {weights}, t.* "
                 "FROM trials t JOIN cells c USING (cell_id) ORDER BY c.dataset, c.model, c.format, "
                 "c.fault_model, c.method, c.ber, t.trial",
                 self._connection,
             )
+        if "stratum" not in frame:  # a store of schema version 1, read as it is
+            frame["stratum"] = 0
+        return frame
 
     def runs_frame(self) -> pd.DataFrame:
         """Every run's provenance."""

@@ -24,6 +24,7 @@ from resbench.engine.activation_injection import chosen_operators
 from resbench.engine.faults import FaultModel
 from resbench.engine.faultspace import FaultSpaceOptions
 from resbench.engine.formats import Int8, NumberFormat
+from resbench.engine.strata import PILOT_TRIALS, STRATA
 from resbench.engine.torch_ao import check_backend
 from resbench.errors import UsageError
 from resbench.models import build_model
@@ -132,6 +133,28 @@ def _fault_problems(suite: Suite, source: str) -> list[str]:
                     seen.add((fault_spec.label, str(error)))
                     problems.append(f"{source}: fault model {fault_spec.label} with format {format_spec.label}: "
                                     f"{error}")
+    return problems + _critical_bit_problems(suite, number_formats, source)
+
+
+def _critical_bit_problems(suite: Suite, number_formats: dict[str, NumberFormat], source: str) -> list[str]:
+    """``trials.critical_bits`` names formats of the suite, with distinct bit positions inside each one."""
+    problems = []
+    for label, bits in suite.trials.critical_bits.items():
+        where = f"{source}: trials.critical_bits.{label}"
+        if label not in number_formats:
+            problems.append(f"{where}: no format {label!r} in the suite (formats: {', '.join(number_formats)})")
+            continue
+        width = number_formats[label].bits_per_element
+        if not bits or len(set(bits)) != len(bits) or not all(0 <= bit < width for bit in bits):
+            problems.append(f"{where}: {bits} must be distinct bit positions from 0 to {width - 1} (LSB = 0), "
+                            "at least one")
+    least = PILOT_TRIALS * (len(STRATA) - 1)
+    if suite.trials.sampling == "critical-bits" and suite.trials.trials < least:
+        problems.append(f"{source}: trials.trials {suite.trials.trials}: critical-bits sampling needs at least {least} "
+                        f"(a pilot of {PILOT_TRIALS} in each of its {len(STRATA) - 1} sampled strata)")
+    if suite.trials.critical_bits and suite.trials.sampling != "critical-bits":
+        problems.append(f"{source}: trials.critical_bits applies to sampling: critical-bits, "
+                        f"not {suite.trials.sampling}")
     return problems
 
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from resbench.engine.estimator import CellDesign
 from resbench.engine.faults import resolve_fault_model
 from resbench.engine.faultspace import FaultSpaceLayout
 from resbench.engine.formats import resolve_format
-from resbench.engine.strata import CriticalBitStrata, neyman_allocation
+from resbench.engine.strata import CriticalBitStrata, StratifiedDesign, stratum_spread
 from resbench.seeds import derive_seed
 
 LAYOUT = FaultSpaceLayout(("w", "b"), (3000, 40), 32)
@@ -61,21 +60,70 @@ def test_stratified_mean_equals_the_plain_mean_of_a_bernoulli_population() -> No
     strata = CriticalBitStrata.of(resolve_fault_model("bitflip"), LAYOUT, ber, (30,))
     weights = strata.weights()
     truth = 97.0 * (weights[0] + weights[1]) + 10.0 * (weights[2] + weights[3])
-    mean, low, high = strata.estimate([[97.0] * 5, [10.0] * 5, [10.0] * 5], clean=97.0)
+    design = StratifiedDesign(tuple(weights), clean=97.0)
+    accuracies = [97.0 if stratum == 1 else 10.0 for stratum in _strata_for(design, 15, {1: 97.0})]
+    mean, low, high = design.estimate(accuracies)
     assert mean == pytest.approx(truth)
     assert low < truth < high and high - low > 0
 
 
-def test_neyman_allocation_follows_weight_times_spread() -> None:
-    # W_h S_h = 0.9, 2.7, 0.3: two trials each, the other 94 as 21.7, 65.1, 7.2, rounded to sum 94.
-    assert neyman_allocation([0.9, 0.09, 0.01], [1.0, 30.0, 30.0], 100) == [24, 67, 9]
-    assert sum(neyman_allocation([0.97, 0.03, 0.0], [0.0, 0.0, 0.0], 10)) == 10
-    assert neyman_allocation([0.97, 0.03, 0.0], [0.0, 0.0, 0.0], 10)[2] == 0
+def _strata_for(design: StratifiedDesign, trials: int, accuracy_of: dict[int, float]) -> list[int]:
+    """The strata the design picks for ``trials`` trials whose accuracy is ``accuracy_of[stratum]`` (10 where
+    not given)."""
+    samples: list[list[float]] = [[] for _ in design.weights]
+    picked = []
+    for _ in range(trials):
+        stratum = design.next_stratum(samples)
+        samples[stratum].append(accuracy_of.get(stratum, 10.0))
+        picked.append(stratum)
+    return picked
+
+
+def test_allocation_starts_with_a_pilot_then_minimises_the_intervals_spread() -> None:
+    """Round robin until every stratum has its pilot; then each trial goes where it shrinks
+    sum_h W_h^2 V_h(n_h) most. That objective is separable and convex in each n_h, so the sequential choice
+    ends at the best allocation of the same total: checked against every allocation."""
+    design = StratifiedDesign((0.5, 0.3, 0.15, 0.05), clean=90.0, pilot=3)
+    samples: list[list[float]] = [[], [], [], []]
+    picked = []
+    response = {1: lambda n: 90.0, 2: lambda n: 90.0 * (n % 2), 3: lambda n: 5.0}  # stratum 2 varies widely
+    for _ in range(60):
+        stratum = design.next_stratum(samples)
+        picked.append(stratum)
+        samples[stratum].append(response[stratum](len(samples[stratum])))
+    assert picked[:9] == [1, 2, 3] * 3
+    counts = [picked.count(stratum) for stratum in (1, 2, 3)]
+    assert counts[1] == max(counts)
+
+    def objective(allocation: tuple[int, ...]) -> float:
+        return sum(design.weights[h] ** 2 * stratum_spread([response[h](k) for k in range(max(n, 2))], n)
+                   for h, n in zip((1, 2, 3), allocation, strict=True))
+
+    best = min(objective((n1, n2, 60 - n1 - n2)) for n1 in range(3, 55) for n2 in range(3, 58 - n1))
+    assert objective(tuple(counts)) <= best * 1.02
+
+
+def test_strata_replay_from_the_accuracies_alone() -> None:
+    """The strata of stored trials follow from their accuracies in trial order: a resumed cell continues
+    exactly where it stopped."""
+    design = StratifiedDesign((0.2, 0.6, 0.15, 0.05), clean=95.0)
+    generator = np.random.default_rng(3)
+    samples: list[list[float]] = [[], [], [], []]
+    picked, accuracies = [], []
+    for _ in range(40):
+        stratum = design.next_stratum(samples)
+        accuracy = float(generator.uniform(0, 100)) if stratum > 1 else 95.0
+        samples[stratum].append(accuracy)
+        picked.append(stratum)
+        accuracies.append(accuracy)
+    assert design.strata_of(accuracies) == picked
+    with pytest.raises(ValueError):
+        CriticalBitStrata.of(resolve_fault_model("bitflip"), LAYOUT, 1e-5, (30,)).sample(0, 1)
 
 
 def test_stratified_estimate_is_unbiased_against_brute_force_bernoulli(tmp_path: Path) -> None:
-    """A trained tiny model in fp32 at BER 3e-5: the stratified estimate from 20 trials per stratum agrees
-    with 1,500 plain Bernoulli trials within their intervals."""
+    """A trained tiny model in fp32 at BER 3e-5: the stratified estimate of 45 trials allocated by the
+    design agrees with 1,500 plain Bernoulli trials within their intervals."""
     from tests.helpers import accuracy_under_faults, tiny_deployment
 
     model, injector, data, predictions, clean = tiny_deployment(tmp_path)
@@ -87,9 +135,16 @@ def test_stratified_estimate_is_unbiased_against_brute_force_bernoulli(tmp_path:
 
     brute = np.array([accuracy(faults.sample(layout, [ber], derive_seed("brute", t))[0]) for t in range(1500)])
     strata = CriticalBitStrata.of(faults, layout, ber, resolve_format("fp32").critical_bits())
-    samples = [[accuracy(strata.sample(stratum, derive_seed("strata", stratum, t))) for t in range(20)]
-               for stratum in (1, 2, 3)]
-    mean, low, high = strata.estimate(samples, clean)
-    _, brute_low, brute_high = CellDesign().estimate(brute.tolist())
+    design = StratifiedDesign(tuple(strata.weights()), clean)
+    samples: list[list[float]] = [[] for _ in design.weights]
+    accuracies = []
+    for _ in range(45):
+        stratum = design.next_stratum(samples)
+        samples[stratum].append(accuracy(strata.sample(stratum, derive_seed("strata", stratum, len(samples[stratum])))))
+        accuracies.append(samples[stratum][-1])
+    mean, low, high = design.estimate(accuracies)
     assert low <= float(brute.mean()) <= high
-    assert brute_low <= mean <= brute_high
+    # The two estimates agree within three standard errors of their difference.
+    stratified_variance = sum(design.weights[h] ** 2 * np.var(samples[h], ddof=1) / len(samples[h])
+                              for h in design.sampled)
+    assert abs(mean - brute.mean()) <= 3 * math.sqrt(stratified_variance + brute.var(ddof=1) / brute.size)

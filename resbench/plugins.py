@@ -93,6 +93,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench_plugins.wscale",
     "resbench_plugins.compose",
     "resbench.engine.formats",
+    "resbench.engine.quantization",
     "resbench.engine.faults",
     "resbench.engine.activation_faults",
 )

@@ -95,6 +95,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench_plugins.randbet",
     "resbench_plugins.compose",
     "resbench.engine.formats",
+    "resbench.engine.quantization",
     "resbench.engine.faults",
     "resbench.engine.activation_faults",
 )

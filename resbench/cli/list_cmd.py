@@ -23,6 +23,22 @@ def _fault_targets(entry: Entry[Any]) -> list[str]:
     return list(getattr(made, "targets", ()))
 
 
+def _format_layout(entry: Entry[Any]) -> str:
+    """The bit layout of a number format built with default options; for a family of formats (``qM.N``,
+    ``uintM-asym``), of its first example name."""
+    options = _EXAMPLES.get(entry.name, {})
+    try:
+        made = entry.item(entry.make_options(options))
+    except UsageError:  # an option without a default and no example: the format cannot be built to ask
+        return ""
+    layout = str(made.describe_layout())
+    return f"{made.name}: {layout}" if entry.name in _EXAMPLES else layout
+
+
+#: Options that build an example of a format family, for its layout line.
+_EXAMPLES: dict[str, dict[str, Any]] = {"qM.N": {"integer_bits": 2, "fraction_bits": 5}, "uintM-asym": {"bits": 4}}
+
+
 def _entry_record(entry: Entry[Any], family: str) -> dict[str, Any]:
     record = {
         "name": entry.name,
@@ -32,6 +48,8 @@ def _entry_record(entry: Entry[Any], family: str) -> dict[str, Any]:
     }
     if family == "faults":
         record["targets"] = _fault_targets(entry)
+    if family == "formats":
+        record["layout"] = _format_layout(entry)
     return record
 
 
@@ -94,6 +112,8 @@ class ListCommand:
                     lines.append(f"  {'':<16} options: {options}")
                 if name == "faults":
                     lines.append(f"  {'':<16} targets: {', '.join(_fault_targets(entry)) or 'unknown'}")
+                if name == "formats" and (layout := _format_layout(entry)):
+                    lines.append(f"  {'':<16} layout: {layout}")
         return "\n".join(lines)
 
 

@@ -13,13 +13,22 @@ Codes live in a signed integer dtype at least ``bits_per_element`` wide (``int32
 is not 8, 16, 32 or 64 keeps its pattern in the low bits of the next wider dtype, upper bits zero.
 
 Encoding rounds to nearest (ties to even) and saturates at the largest finite magnitude of the format.
+
+**Quantization parameters.** A quantized format stores, beside the codes, a few parameters per *group*
+of elements: one group per tensor (``int8``) or one per output channel (``int8`` with ``granularity:
+channel``; dim 0 of a weight of two or more dimensions). :meth:`NumberFormat.groups` counts the groups of a
+tensor, :meth:`NumberFormat.parameters_for` computes their parameters (float32, one row per group: the
+scale first) and :meth:`NumberFormat.encode_with` / :meth:`NumberFormat.decode_with` use them, the rows
+broadcasting against the codes with the parameters on a last axis. With ``faultable_parameters`` a format
+declares which parameters are stored in the fault space (:meth:`NumberFormat.stored_parameters`).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -36,7 +45,9 @@ __all__ = [
     "Float16",
     "Float32",
     "Int8",
+    "Int8Options",
     "NumberFormat",
+    "StoredParameter",
     "register_formats",
     "resolve_format",
 ]
@@ -57,17 +68,31 @@ def _container(bits: int) -> torch.dtype:
     raise UsageError(f"a code of {bits} bits does not fit in 64 bits")
 
 
+@dataclass(frozen=True)
+class StoredParameter:
+    """A quantization parameter kept in the fault space: column ``column`` of the parameter rows, stored as
+    a float32 bit pattern (``float32``) or as an unsigned integer of the code's width (``unsigned``)."""
+
+    name: str
+    column: int
+    kind: Literal["float32", "unsigned"]
+
+
 class NumberFormat(ABC):
     """How one stored element is laid out in bits (see the module docstring for the bit numbering).
 
     Subclasses set :attr:`name`, :attr:`bits_per_element` and :attr:`code_dtype`. Formats with a
     per-tensor scale (``int8``) set :attr:`scaled`; their ``encode``/``decode`` take that scale.
+    :attr:`engine` says where a deployed model computes: ``simulated`` (float kernels on the decoded
+    values) or ``torch-ao`` (PyTorch's quantized kernels on the stored codes, :mod:`resbench.engine.torch_ao`).
     """
 
     name: str
     bits_per_element: int
     code_dtype: torch.dtype
     scaled: bool = False
+    engine: str = "simulated"
+    faultable_parameters: bool = False
 
     @abstractmethod
     def encode(self, values: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -92,11 +117,45 @@ class NumberFormat(ABC):
 
     def quantize(self, values: torch.Tensor) -> torch.Tensor:
         """``decode(encode(values))``: what the network computes with once ``values`` are stored."""
-        scale = self.scale_for(values)
-        return self.decode(self.encode(values, scale), scale)
+        grouped = values.reshape(self.groups(values.shape), -1)
+        parameters = self.parameters_for(grouped).unsqueeze(1)
+        return self.decode_with(self.encode_with(grouped, parameters), parameters).view(values.shape)
+
+    def groups(self, shape: torch.Size) -> int:
+        """How many parameter groups a tensor of ``shape`` is stored with (contiguous runs of its elements
+        in memory order): 1, one per tensor, unless the format quantizes per channel."""
+        return 1
+
+    def parameters_for(self, grouped: torch.Tensor) -> torch.Tensor:
+        """The parameters of each row of ``grouped`` (shape ``(groups, n)``): float32 ``(groups, P)``.
+        By default the one column is :meth:`scale_for` of the whole tensor."""
+        return self.scale_for(grouped.reshape(-1)).reshape(1, 1).expand(grouped.shape[0], 1).clone()
+
+    def encode_with(self, values: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode` with parameter rows that broadcast against ``values`` (parameters on a last axis)."""
+        return self.encode(values, parameters[..., 0] if self.scaled else None)
+
+    def decode_with(self, codes: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` with parameter rows that broadcast against ``codes`` (parameters on a last axis)."""
+        return self.decode(codes, parameters[..., 0] if self.scaled else None)
+
+    def stored_parameters(self) -> tuple[StoredParameter, ...]:
+        """The parameters kept in the fault space, in storage order (none unless ``faultable_parameters``)."""
+        return ()
+
+    def describe_layout(self) -> str:
+        """The bit layout in one line (``resbench list formats``): fields from the most significant bit down."""
+        fields = sorted(self.bit_fields().items(), key=lambda item: -max(item[1], default=-1))
+        spans = ", ".join(f"{name} {_span(bits)}" for name, bits in fields if bits)
+        return f"{self.bits_per_element} bits ({spans})"
 
     def __repr__(self) -> str:
         return f"<NumberFormat {self.name}: {self.bits_per_element} bits>"
+
+
+def _span(bits: tuple[int, ...]) -> str:
+    """``7`` or ``6..0``: bit positions, highest first."""
+    return str(bits[0]) if len(bits) == 1 else f"{max(bits)}..{min(bits)}"
 
 
 class _IEEEFloat(NumberFormat):
@@ -211,11 +270,13 @@ class FixedPoint(NumberFormat):
 
 
 class Int8(NumberFormat):
-    """Symmetric per-tensor int8: ``code = round(x / s)`` in [-127, 127] with ``s = max|x| / 127``.
+    """Symmetric int8: ``code = round(x / s)`` in [-127, 127] with ``s = max|x| / 127``, per tensor or,
+    with ``granularity="channel"``, per output channel (dim 0 of every tensor of two or more dimensions,
+    as PyTorch's fbgemm and qnnpack weights are; biases and other 1-d tensors keep one scale).
 
-    The scale itself is metadata, kept in float32 and outside the fault space (Jacob et al., CVPR 2018,
-    eq. 1 with zero point 0). ``max|x|`` is taken over the finite values, and the scale is at least
-    float32's machine epsilon, as PyTorch's quantization observers do (``MinMaxObserver``: ``scale =
+    The scale is kept in float32, outside the fault space unless ``faultable_parameters`` (Jacob et al.,
+    CVPR 2018, eq. 1 with zero point 0). ``max|x|`` is taken over the finite values, and the scale is at
+    least float32's machine epsilon, as PyTorch's quantization observers do (``MinMaxObserver``: ``scale =
     max(scale, eps)``): an all-zero tensor gets a tiny scale, so a flipped bit in it stays tiny.
     """
 
@@ -224,11 +285,42 @@ class Int8(NumberFormat):
     code_dtype = torch.int8
     scaled = True
 
+    def __init__(self, granularity: Literal["tensor", "channel"] = "tensor", faultable_parameters: bool = False,
+                 engine: Literal["simulated", "torch-ao"] = "simulated", backend: str = "fbgemm",
+                 calibration_images: int = 256) -> None:
+        self.granularity = granularity
+        self.faultable_parameters = faultable_parameters
+        self.engine = engine
+        self.backend = backend
+        self.calibration_images = calibration_images
+
+    def scheme(self) -> dict[str, object]:
+        """What identifies the deployment: engine, granularity and, for torch-ao, backend and calibration."""
+        described: dict[str, object] = {"engine": self.engine, "granularity": self.granularity,
+                                        "faultable_parameters": self.faultable_parameters}
+        if self.engine == "torch-ao":
+            described |= {"backend": self.backend, "calibration_images": self.calibration_images}
+        return described
+
+    def groups(self, shape: torch.Size) -> int:
+        return shape[0] if self.granularity == "channel" and len(shape) >= 2 else 1
+
     def scale_for(self, values: torch.Tensor) -> torch.Tensor:
-        magnitudes = values.detach().abs().to(torch.float32)
-        finite = magnitudes[torch.isfinite(magnitudes)]
-        largest = finite.max() if finite.numel() else torch.zeros((), device=values.device)
+        return self.parameters_for(values.reshape(1, -1))[0, 0]
+
+    def parameters_for(self, grouped: torch.Tensor) -> torch.Tensor:
+        magnitudes = grouped.detach().abs().to(torch.float32)
+        finite = torch.where(torch.isfinite(magnitudes), magnitudes, torch.zeros_like(magnitudes))
+        largest = finite.amax(dim=1, keepdim=True) if finite.shape[1] else finite.new_zeros(finite.shape[0], 1)
         return torch.clamp(largest / 127.0, min=torch.finfo(torch.float32).eps)
+
+    def stored_parameters(self) -> tuple[StoredParameter, ...]:
+        return (StoredParameter("scale", 0, "float32"),) if self.faultable_parameters else ()
+
+    def describe_layout(self) -> str:
+        where = "in the fault space, 4 codes each" if self.faultable_parameters else "outside the fault space"
+        return (f"{super().describe_layout()}, two's complement, x = code * s; a float32 scale s per "
+                f"{self.granularity} ({where})")
 
     def encode(self, values: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         scale = self.scale_for(values) if scale is None else scale
@@ -242,6 +334,23 @@ class Int8(NumberFormat):
 
     def bit_fields(self) -> dict[str, tuple[int, ...]]:
         return {"sign": (7,), "magnitude": tuple(range(7))}
+
+
+class Int8Options(Options):
+    """Options of symmetric ``int8``."""
+
+    granularity: Literal["tensor", "channel"] = Field(
+        default="tensor", description="one scale per tensor, or per output channel (dim 0 of weights)")
+    faultable_parameters: bool = Field(
+        default=False, description="store the scales in the fault space (float32 bit patterns, 4 codes each)")
+    engine: Literal["simulated", "torch-ao"] = Field(
+        default="simulated", description="simulated: float kernels on decoded weights; torch-ao: the model "
+        "converted by PyTorch post-training quantization, run by its quantized kernels, faults in int_repr()")
+    backend: Literal["fbgemm", "qnnpack", "x86"] = Field(
+        default="fbgemm", description="torch-ao: the quantized engine (fbgemm on x86, qnnpack on ARM)")
+    calibration_images: int = Field(
+        default=256, ge=1, le=100_000, description="torch-ao: training images (seeded sample) that calibrate "
+        "the activation observers")
 
 
 class FixedPointOptions(Options):
@@ -274,9 +383,10 @@ def _bf16(options: NoOptions) -> NumberFormat:
     return BFloat16()
 
 
-def _int8(options: NoOptions) -> NumberFormat:
-    """Symmetric per-tensor int8 (8 bits, scale max|x|/127)."""
-    return Int8()
+def _int8(options: Int8Options) -> NumberFormat:
+    """Symmetric int8 (8 bits, scale max|x|/127 per tensor or per channel; torch-ao: real quantized kernels)."""
+    return Int8(options.granularity, options.faultable_parameters, options.engine, options.backend,
+                options.calibration_images)
 
 
 def _fixed_point(options: FixedPointOptions) -> NumberFormat:
@@ -297,8 +407,9 @@ def _q2_5(options: NoOptions) -> NumberFormat:
 @hookimpl
 def register_formats(register: Register) -> None:
     """Register the built-in number formats."""
-    for name, factory in (("fp32", _fp32), ("fp16", _fp16), ("bf16", _bf16), ("int8", _int8)):
+    for name, factory in (("fp32", _fp32), ("fp16", _fp16), ("bf16", _bf16)):
         register(name, factory, options=NoOptions)
+    register("int8", _int8, options=Int8Options)
     register("q15.16", _q15_16, options=NoOptions)
     register("q2.5", _q2_5, options=NoOptions)
     register(

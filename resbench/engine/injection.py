@@ -14,6 +14,13 @@ On CPU the few sparse operations run on one intra-op thread: they are bound by m
 waking a parallel region (any operation over 32768 elements) costs milliseconds on a shared machine,
 more than the whole injection.
 
+A quantized format keeps parameters per group of elements (a scale per tensor or per output channel,
+see :mod:`resbench.engine.formats`): :attr:`Injector.parameters` holds one row per group, and a touched
+element is decoded with its group's row. With ``faultable_parameters`` the stored parameters join the
+element line after every tensor, as one more tensor per stored tensor and parameter
+(``conv1.weight.scale``: a float32 bit pattern over ``32 / bits`` codes per group); a flip there changes
+the parameter and the whole group is decoded again, as is the restore.
+
 Stuck-at faults become XORs too: the effective mask is the stuck bits that differ from the stored code
 (``mask & ~code`` for stuck-at-1, ``mask & code`` for stuck-at-0), kept for the undo. The number of bits
 an injection really changed is :attr:`Injector.effective_flips`. Restoring is
@@ -31,8 +38,9 @@ import torch
 from torch import nn
 
 from resbench.engine.faults import FaultSites
-from resbench.engine.faultspace import FaultSpace, FaultSpaceOptions
+from resbench.engine.faultspace import FaultSpace, FaultSpaceLayout, FaultSpaceOptions
 from resbench.engine.formats import NumberFormat
+from resbench.engine.stored_parameters import ParameterStore
 from resbench.errors import ResbenchError, UsageError
 
 __all__ = ["Injector"]
@@ -73,13 +81,14 @@ class Injector:
     def __init__(self, space: FaultSpace, number_format: NumberFormat) -> None:
         self.space = space
         self.format = number_format
-        self.layout = space.layout(number_format)
         self.device = _single_device(space)
-        total = self.layout.total_elements
+        self.stored_parameters = ParameterStore(space, number_format, self.device)
+        self.layout = _extended(space.layout(number_format), self.stored_parameters)
+        total = self.stored_parameters.first_element
         self.values = torch.empty(total, dtype=torch.float32, device=self.device)
-        self.codes = torch.empty(total, dtype=number_format.code_dtype, device=self.device)
-        self.scales = torch.ones(len(space.tensors), dtype=torch.float32, device=self.device)
-        self._ends = torch.tensor(self.layout.offsets[1:], dtype=torch.int64, device=self.device)
+        self.codes = torch.empty(self.layout.total_elements, dtype=number_format.code_dtype, device=self.device)
+        self.parameters = self.stored_parameters.parameters
+        self._ends = torch.tensor(space.layout(number_format).offsets[1:], dtype=torch.int64, device=self.device)
         self._code_bits = torch.iinfo(number_format.code_dtype).bits
         self._originals: list[torch.Tensor] = []
         self._applied: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -95,18 +104,26 @@ class Injector:
         """Build the fault space of ``model`` and deploy it in ``number_format``."""
         return cls(FaultSpace(model, options), number_format)
 
+    @property
+    def scales(self) -> torch.Tensor:
+        """The scale of every parameter group (one per tensor unless the format quantizes per channel)."""
+        return self.parameters[:, 0]
+
     def _deploy(self) -> None:
         offsets = self.layout.offsets
+        groups = self.stored_parameters
         for index, stored in enumerate(self.space.tensors):
             original = stored.tensor.data
             start, end = offsets[index], offsets[index + 1]
-            flat = original.detach().reshape(-1)
-            scale = self.format.scale_for(flat)
-            self.scales[index] = scale
-            self.codes[start:end] = self.format.encode(flat, scale)
-            self.values[start:end] = self.format.decode(self.codes[start:end], scale)
+            grouped = original.detach().reshape(groups.counts[index], -1)
+            rows = self.format.parameters_for(grouped)
+            self.parameters[groups.starts[index]:groups.starts[index + 1]] = rows
+            codes = self.format.encode_with(grouped, rows.unsqueeze(1))
+            self.codes[start:end] = codes.reshape(-1)
+            self.values[start:end] = self.format.decode_with(codes, rows.unsqueeze(1)).reshape(-1)
             self._originals.append(original)
             stored.tensor.data = self.values[start:end].view(original.shape)
+        self.codes[self.stored_parameters.first_element:] = self.stored_parameters.codes()
 
     def undeploy(self) -> None:
         """Give the model its original float tensors back; the injector is unusable afterwards."""
@@ -134,11 +151,28 @@ class Injector:
         if not self.format.scaled:
             return self.format.decode(codes)
         tensor = torch.searchsorted(self._ends, elements, right=True)
-        return self.format.decode(codes, self.scales.index_select(0, tensor))
+        return self.format.decode_with(codes, self.stored_parameters.rows_of(elements, tensor))
 
     def _write(self, elements: torch.Tensor, codes: torch.Tensor) -> None:
         self.codes.index_copy_(0, elements, codes)
-        self.values.index_copy_(0, elements, self._decode(elements, codes))
+        first_parameter = self.stored_parameters.first_element
+        in_values = elements < first_parameter
+        if bool(in_values.all()):
+            self.values.index_copy_(0, elements, self._decode(elements, codes))
+            return
+        tensors = self.stored_parameters.read(self.codes[first_parameter:], elements[~in_values] - first_parameter)
+        value_elements = elements[in_values]
+        self.values.index_copy_(0, value_elements, self._decode(value_elements, codes[in_values]))
+        for index in tensors:
+            self._decode_tensor(index)
+
+    def _decode_tensor(self, index: int) -> None:
+        """Decode all of tensor ``index`` again from its codes (after a change in its parameters)."""
+        start, end = self.layout.offsets[index], self.layout.offsets[index + 1]
+        groups = self.stored_parameters
+        rows = self.parameters[groups.starts[index]:groups.starts[index + 1]].unsqueeze(1)
+        codes = self.codes[start:end].view(groups.counts[index], -1)
+        self.values[start:end] = self.format.decode_with(codes, rows).reshape(-1)
 
     def _device_sites(self, sites: FaultSites) -> tuple[torch.Tensor, torch.Tensor]:
         """Touched elements and their masks on the device, masks in the code dtype's bit pattern."""
@@ -192,9 +226,17 @@ class Injector:
         """Return to the clean deployed state from the kept clean codes (after an interrupted trial)."""
         with torch.no_grad():
             self.codes.copy_(self.clean_codes)
-            scales = None
-            if self.format.scaled:
-                numels = torch.tensor(self.layout.numels, device=self.device)
-                scales = self.scales.repeat_interleave(numels)
-            self.values.copy_(self.format.decode(self.codes, scales))
+            first_parameter = self.stored_parameters.first_element
+            self.stored_parameters.read(self.codes[first_parameter:])
+            for index in range(len(self.space.tensors)):
+                self._decode_tensor(index)
         self._applied = None
+
+
+def _extended(layout: FaultSpaceLayout, parameters: ParameterStore) -> FaultSpaceLayout:
+    """``layout`` with the stored parameters after its tensors (unchanged when none are stored)."""
+    names, numels = parameters.layout_entries()
+    if not names:
+        return layout
+    return FaultSpaceLayout(layout.names + names, layout.numels + numels, layout.bits_per_element,
+                            layout.bit_fields)

@@ -84,6 +84,7 @@ def test_list_family_json_is_valid(capsys: pytest.CaptureFixture[str], family: s
     records = json.loads(out)
     assert isinstance(records, list)
     expected = {"name", "plugin", "description", "options"} | ({"targets"} if family == "faults" else set())
+    expected |= {"layout"} if family == "formats" else set()
     for record in records:
         assert set(record) == expected
 

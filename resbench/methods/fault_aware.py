@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -76,10 +76,21 @@ def _stored_weight(layer: nn.Module) -> torch.Tensor:
 
 
 def project_weights(parameters: Sequence[torch.Tensor], w_max: float) -> None:
-    """Project ``parameters`` onto the box [-w_max, w_max] in place (Stutz et al. 2021, Sec. 4.2)."""
+    """Project ``parameters`` onto the box [-w_max, w_max] in place (Stutz et al. 2021, Sec. 4.2).
+
+    The edge is the parameter dtype's value nearest ``w_max`` from below (float32 rounds 0.05 up), so
+    every projected value lies within ±``w_max`` as written."""
     with torch.no_grad():
         for parameter in parameters:
-            parameter.clamp_(-w_max, w_max)
+            edge = _inward_edge(w_max, parameter.dtype)
+            parameter.clamp_(-edge, edge)
+
+
+def _inward_edge(w_max: float, dtype: torch.dtype) -> float:
+    edge = torch.tensor(w_max, dtype=dtype)
+    if float(edge) > w_max:
+        edge = torch.nextafter(edge, torch.zeros_like(edge))
+    return float(edge)
 
 
 def projected_step(step: TrainingStep, parameters: Sequence[torch.Tensor], w_max: float) -> TrainingStep:
@@ -112,6 +123,19 @@ def quantized_values(space: FaultSpace, number_format: NumberFormat,
             for index, stored in enumerate(space.tensors)]
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward: ``value`` exactly; backward: the gradient goes to ``parameter`` unchanged. (The usual
+    ``parameter + (value - parameter).detach()`` is off by a rounding error in the forward pass.)"""
+
+    @staticmethod
+    def forward(ctx: Any, parameter: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return gradient, None
+
+
 @contextmanager
 def straight_through(space: FaultSpace, values: Sequence[torch.Tensor]) -> Iterator[None]:
     """Inside the block the model computes with ``values`` in place of its stored parameters, and gradients
@@ -123,7 +147,7 @@ def straight_through(space: FaultSpace, values: Sequence[torch.Tensor]) -> Itera
         parameter = table.get(stored.slot)
         if parameter is None:
             continue
-        table[stored.slot] = parameter + (value - parameter).detach()  # type: ignore[assignment]
+        table[stored.slot] = _StraightThrough.apply(parameter, value.detach())  # type: ignore[assignment]
         swapped.append((table, stored.slot, parameter))
     try:
         yield
@@ -191,7 +215,9 @@ class RandomBitErrorStep:
     admitted: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
-        self._layout = self.space.layout(self.number_format)
+        probe = Injector(self.space, self.number_format)  # the layout trials use (stored parameters included)
+        probe.undeploy()
+        self._layout = probe.layout
         self._clipped = clipped_parameters(self.space.model)
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,

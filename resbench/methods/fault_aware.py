@@ -147,7 +147,7 @@ def straight_through(space: FaultSpace, values: Sequence[torch.Tensor]) -> Itera
         parameter = table.get(stored.slot)
         if parameter is None:
             continue
-        table[stored.slot] = _StraightThrough.apply(parameter, value.detach())  # type: ignore[assignment]
+        table[stored.slot] = _StraightThrough.apply(parameter, value.detach())
         swapped.append((table, stored.slot, parameter))
     try:
         yield

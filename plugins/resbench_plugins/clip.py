@@ -163,4 +163,5 @@ def register_weight_transforms(register: Register) -> None:
 @hookimpl
 def register_methods(register: Register) -> None:
     """Register ``clip``."""
-    register("clip", ClipMethod, description="weight clipping to [-w_max, w_max] with fine-tuning (Stutz et al. 2021)")
+    register("clip", ClipMethod, description="weight clipping to [-w_max, w_max] with fine-tuning (Stutz et al. 2021); "
+             "presets cpu (default, 5 epochs) and mlsys2021 (the authors' recipe)")

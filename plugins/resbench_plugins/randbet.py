@@ -108,4 +108,5 @@ def register_weight_transforms(register: Register) -> None:
 def register_methods(register: Register) -> None:
     """Register ``randbet``."""
     register("randbet", RandBetMethod,
-             description="random bit-error training with weight clipping (RandBET, Stutz et al. 2021)")
+             description="random bit-error training with weight clipping (RandBET, Stutz et al. 2021), per "
+             "format; presets cpu (default, 10 epochs) and mlsys2021 (the authors' recipe)")

@@ -4,7 +4,7 @@ The trained model's convolution and linear weights and biases are projected onto
 model is fine-tuned with the same projection after every optimizer step (the authors' box projection,
 ``w_max`` 0.1 in their headline CIFAR-10 model). Stored in a format whose range adapts to each layer
 (the asymmetric per-layer ``[min, max]`` of robust quantization, or ``int8``'s per-tensor scale), the
-clipped weights get a smaller quantization step, so every bit flip moves a weight by less (Sec. 4.2).
+clipped weights get a smaller quantization step, so every bit flip moves a weight by less.
 
 Normalization: the authors reparameterize group norm so that it absorbs the scale clipping takes from
 the weights. Batch norm does that by itself, and resbench leaves it out of the fault space by default

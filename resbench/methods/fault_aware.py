@@ -5,8 +5,8 @@ MLSys 2021 (arXiv:2006.13977) make a model tolerate bit errors in its quantized 
 
 * **weight clipping** projects the weights onto [-w_max, w_max] after every optimizer step (the paper's
   box projection). A quantizer whose range adapts to each layer then has a smaller step, so every bit
-  flip moves a weight by less (Sec. 4.2);
-* **random bit-error training** (RandBET, Sec. 4.3) is quantization-aware training in which each step
+  flip moves a weight by less;
+* **random bit-error training** (RandBET) is quantization-aware training in which each step
   averages the gradient of the clean quantized model with the gradient of the same model under random
   bit errors injected into its quantized weights, the latter clipped element-wise; a loss curriculum
   (:class:`BitErrorCurriculum`) drops the perturbed term while the model cannot afford it.
@@ -76,7 +76,7 @@ def _stored_weight(layer: nn.Module) -> torch.Tensor:
 
 
 def project_weights(parameters: Sequence[torch.Tensor], w_max: float) -> None:
-    """Project ``parameters`` onto the box [-w_max, w_max] in place (Stutz et al. 2021, Sec. 4.2).
+    """Project ``parameters`` onto the box [-w_max, w_max] in place (Stutz et al. 2021, weight clipping).
 
     The edge is the parameter dtype's value nearest ``w_max`` from below (float32 rounds 0.05 up), so
     every projected value lies within ±``w_max`` as written."""
@@ -185,7 +185,8 @@ class BitErrorCurriculum:
 
 @dataclass
 class RandomBitErrorStep:
-    """One RandBET step (Stutz et al. 2021, Sec. 4.3 and Alg. 1), called by :func:`resbench.training.train_model`.
+    """One RandBET step (Stutz et al. 2021, as their average-gradient training implements it), for
+    :func:`resbench.training.train_model`.
 
     1. Forward and backward with the weights of ``space`` quantized in ``number_format`` (straight-through):
        the clean gradient.

@@ -1,14 +1,15 @@
 """Weight clipping (Stutz et al., MLSys 2021): fine-tune with the weights held in [-w_max, w_max].
 
-The trained model's convolution and linear weights and biases are projected onto [-w_max, w_max] and the
+The trained model's stored parameters (the fault space's, normalization layers' aside: convolution and
+linear weights and biases, attention projections, embeddings) are projected onto [-w_max, w_max] and the
 model is fine-tuned with the same projection after every optimizer step (the authors' box projection,
 ``w_max`` 0.1 in their headline CIFAR-10 model). Stored in a format whose range adapts to each layer
 (the asymmetric per-layer ``[min, max]`` of robust quantization, or ``int8``'s per-tensor scale), the
 clipped weights get a smaller quantization step, so every bit flip moves a weight by less.
 
 Normalization: the authors reparameterize group norm so that it absorbs the scale clipping takes from
-the weights. Batch norm does that by itself, and resbench leaves it out of the fault space by default
-(deployments fold it), so its parameters are not clipped. LeNet-5 has no normalization: the fine-tuning
+the weights. Batch norm and layer norm do that by themselves, so their parameters are not clipped (batch
+norm is also out of the fault space by default: deployments fold it). LeNet-5 has no normalization: the fine-tuning
 lets the layers trade scale among themselves within the box (a ReLU network scaled layer by layer only
 scales its logits, which leaves every prediction unchanged); the clean accuracy it keeps is measured in
 ``results/fault-aware-training``.
@@ -32,7 +33,7 @@ from resbench.config import ComponentSpec
 from resbench.datasets import DatasetSplits
 from resbench.hookspecs import Register
 from resbench.methods import Citation, PrepareContext
-from resbench.methods.fault_aware import clipped_parameters, project_weights, projected_step
+from resbench.methods.fault_aware import clipped_parameters, model_fault_space, project_weights, projected_step
 from resbench.methods.transforms import TransformMethod, WeightTransform
 from resbench.options import Options
 from resbench.plugins import hookimpl
@@ -129,7 +130,7 @@ class WeightClipping(WeightTransform):
         options = self.options
         assert isinstance(options, ClipOptions)
         before = evaluate(model, context.validation, context.device, context.batch_size)
-        parameters = clipped_parameters(model)
+        parameters = clipped_parameters(model_fault_space(model, context.fault_space))
         project_weights(parameters, options.w_max)
         projected = evaluate(model, context.validation, context.device, context.batch_size)
         metrics = {"start_validation_accuracy": before, "projected_validation_accuracy": projected}

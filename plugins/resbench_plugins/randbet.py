@@ -22,10 +22,15 @@ from torch import nn
 
 from resbench.config import ComponentSpec
 from resbench.engine.faults import resolve_fault_model
-from resbench.engine.faultspace import FaultSpace
 from resbench.hookspecs import Register
 from resbench.methods import PrepareContext
-from resbench.methods.fault_aware import BitErrorCurriculum, RandomBitErrorStep, clipped_parameters, project_weights
+from resbench.methods.fault_aware import (
+    BitErrorCurriculum,
+    RandomBitErrorStep,
+    clipped_parameters,
+    model_fault_space,
+    project_weights,
+)
 from resbench.methods.transforms import TransformMethod, WeightTransform
 from resbench.options import Options
 from resbench.plugins import hookimpl
@@ -69,11 +74,12 @@ class RandomBitErrorTraining(WeightTransform):
         options = self.options
         assert isinstance(options, RandBetOptions)
         before = evaluate(model, context.validation, context.device, context.batch_size)
+        space = model_fault_space(model, context.fault_space)
         if options.w_max is not None:
-            project_weights(clipped_parameters(model), options.w_max)
+            project_weights(clipped_parameters(space), options.w_max)
         if not options.epochs:
-            return {"start_validation_accuracy": before, "validation_accuracy": before}
-        space = FaultSpace(model, context.fault_space.model_copy(update={"method_tensors": False}))
+            return {"start_validation_accuracy": before,
+                    "validation_accuracy": evaluate(model, context.validation, context.device, context.batch_size)}
         step = RandomBitErrorStep(space, context.number_format, resolve_fault_model("bitflip"), options.p_train,
                                   seed_parts=("randbet", context.seed, context.format_name),
                                   gradient_clip=options.gradient_clip,

@@ -26,25 +26,25 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 from resbench.engine.faults import FaultModel, FaultSites
-from resbench.engine.faultspace import FaultSpace
+from resbench.engine.faultspace import FaultSpace, FaultSpaceOptions
 from resbench.engine.formats import NumberFormat
 from resbench.engine.injection import Injector
-from resbench.methods.transforms import weight_layers
 from resbench.seeds import training_seed
 from resbench.training import TrainingStep
 
 __all__ = [
+    "NORMALIZATION_LAYERS",
     "BitErrorCurriculum",
     "RandomBitErrorStep",
     "clipped_parameters",
+    "model_fault_space",
     "project_weights",
     "projected_step",
     "quantized_values",
@@ -52,27 +52,28 @@ __all__ = [
 ]
 
 
-def clipped_parameters(model: nn.Module) -> list[torch.Tensor]:
-    """What weight clipping projects: the stored weight (a transformed layer's stored ``original``) and
-    the bias of every convolution and linear layer, as the authors project every layer's parameters.
+#: Layers whose parameters clipping leaves alone: they absorb the scale clipping takes from the others.
+NORMALIZATION_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
+                                                     nn.modules.instancenorm._InstanceNorm)
 
-    Normalization layers keep their scale, so batch norm absorbs the scale of the convolution before it
-    (the role of the authors' reparameterized group norm, whose own parameters they also clip and store).
+
+def model_fault_space(model: nn.Module, options: FaultSpaceOptions) -> FaultSpace:
+    """The tensors of ``model`` that the fault space ``options`` select, less method tensors: the bounds of an
+    activation method composed with this one are fitted afterwards, on the trained weights."""
+    return FaultSpace(model, options.model_copy(update={"method_tensors": False}))
+
+
+def clipped_parameters(space: FaultSpace) -> list[torch.Tensor]:
+    """What weight clipping projects: every parameter of the model's fault space (a transformed layer's
+    stored ``original`` included) except those of normalization layers, as the authors project every
+    stored layer parameter.
+
+    Normalization layers keep their scale, so they absorb the scale clipping takes from the layers around
+    them (the role of the authors' reparameterized group norm, whose own parameters they clip too).
     """
-    found: list[torch.Tensor] = []
-    for _, layer in weight_layers(model):
-        found.append(_stored_weight(layer))
-        if isinstance(layer.bias, torch.Tensor):
-            found.append(layer.bias)
-    return found
-
-
-def _stored_weight(layer: nn.Module) -> torch.Tensor:
-    owner = cast(nn.ModuleDict, layer.parametrizations)["weight"] if parametrize.is_parametrized(layer, "weight") \
-        else layer
-    stored = owner.original if owner is not layer else layer.weight
-    assert isinstance(stored, torch.Tensor)
-    return stored
+    return [stored.tensor for stored in space.tensors
+            if stored.kind == "model" and isinstance(stored.tensor, nn.Parameter)
+            and not isinstance(stored.owner, NORMALIZATION_LAYERS)]
 
 
 def project_weights(parameters: Sequence[torch.Tensor], w_max: float) -> None:
@@ -219,7 +220,7 @@ class RandomBitErrorStep:
         probe = Injector(self.space, self.number_format)  # the layout trials use (stored parameters included)
         probe.undeploy()
         self._layout = probe.layout
-        self._clipped = clipped_parameters(self.space.model)
+        self._clipped = clipped_parameters(self.space)
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,6 +42,7 @@ from resbench.methods.fault_aware import (
     clipped_parameters,
     quantized_values,
 )
+from resbench.models import build_model
 from resbench.plugins import get_registries
 from resbench.run.runner import RunSettings, run_suite
 from resbench.seeds import TRAINING_SEED_OFFSET, derive_seed, training_seed
@@ -86,11 +87,11 @@ def _edge(w_max: float) -> float:
 def test_clipping_keeps_every_weight_and_bias_within_w_max_after_training(
         trained: tuple[nn.Module, DatasetSplits], w_max: float) -> None:
     model, splits = trained
-    before = max(float(parameter.detach().abs().max()) for parameter in clipped_parameters(model))
+    before = max(float(parameter.detach().abs().max()) for parameter in clipped_parameters(FaultSpace(model)))
     assert before > w_max  # the baseline has weights beyond the box: the projection has work to do
     prepared, metrics = _prepared("clip", model, _context(splits), w_max=w_max, epochs=2)
-    clipped = clipped_parameters(prepared)
-    assert len(clipped) == len(clipped_parameters(model)) >= len(weight_layers(model))
+    clipped = clipped_parameters(FaultSpace(prepared))
+    assert len(clipped) == 2 * len(weight_layers(model)) - 2  # weights and biases; two convolutions have no bias
     assert all(float(parameter.detach().abs().max()) <= w_max for parameter in clipped)
     assert any(float(parameter.detach().abs().max()) == _edge(w_max) for parameter in clipped)  # the box binds
     assert metrics["validation_accuracy"] >= 0 and "train_seconds" in metrics
@@ -104,10 +105,25 @@ def test_batch_norm_keeps_its_scale(trained: tuple[nn.Module, DatasetSplits]) ->
     assert norms and any(float(norm.weight.detach().abs().max()) > 0.05 for norm in norms)
 
 
+def test_clipping_takes_every_stored_parameter_but_normalization() -> None:
+    """On a transformer: attention projections, embeddings and tokens are clipped, layer norms are not."""
+    model = build_model("vit-tiny", (1, 28, 28), 10)
+    clipped = {id(tensor) for tensor in clipped_parameters(FaultSpace(model))}
+    names = {name for name, parameter in model.named_parameters() if id(parameter) in clipped}
+    assert any(name.endswith("in_proj_weight") for name in names)
+    assert any(name.endswith("out_proj.weight") for name in names)
+    assert not any(isinstance(module, nn.LayerNorm) and id(module.weight) in clipped for module in model.modules())
+    stored = {stored.name for stored in FaultSpace(model).tensors}
+    norms = {f"{name}.{attribute}" for name, module in model.named_modules() if isinstance(module, nn.LayerNorm)
+             for attribute in ("weight", "bias")}
+    assert names == stored - norms
+
+
 def test_zero_epochs_projects_without_training(trained: tuple[nn.Module, DatasetSplits]) -> None:
     model, splits = trained
     prepared, metrics = _prepared("clip", model, _context(splits), w_max=0.05, epochs=0)
-    for original, clipped in zip(clipped_parameters(model), clipped_parameters(prepared), strict=True):
+    pairs = zip(clipped_parameters(FaultSpace(model)), clipped_parameters(FaultSpace(prepared)), strict=True)
+    for original, clipped in pairs:
         assert torch.equal(clipped.detach(), original.detach().clamp(-_edge(0.05), _edge(0.05)))
     assert "train_seconds" not in metrics
 
@@ -211,7 +227,7 @@ def test_a_step_the_curriculum_refuses_has_no_perturbed_pass() -> None:
 def test_randbet_clips_and_reports_its_training(trained: tuple[nn.Module, DatasetSplits]) -> None:
     model, splits = trained
     prepared, metrics = _prepared("randbet", model, _context(splits), epochs=1, w_max=0.08)
-    assert all(float(parameter.detach().abs().max()) <= 0.08 for parameter in clipped_parameters(prepared))
+    assert all(float(parameter.detach().abs().max()) <= 0.08 for parameter in clipped_parameters(FaultSpace(prepared)))
     assert metrics["steps"] > 0 and 0 < metrics["perturbed_steps"] <= metrics["steps"]
     assert RandomBitErrorTraining.format_dependent and not WeightClipping.format_dependent
 
@@ -273,7 +289,7 @@ def test_composition_with_an_activation_method_prepares_both_parts(trained: tupl
     context = _context(splits)
     prepared, metrics = _prepared("compose", model, context, first={"name": "randbet", "epochs": 1}, second="ranger")
     assert set(metrics) == {"randbet", "ranger"}
-    assert all(float(parameter.detach().abs().max()) <= 0.1 for parameter in clipped_parameters(prepared))
+    assert all(float(parameter.detach().abs().max()) <= 0.1 for parameter in clipped_parameters(FaultSpace(prepared)))
     bounds = {name: module.bound.detach().clone() for name, module in
               bounded_sites(prepared, list(_bounded_names(prepared))).items()}
     assert bounds and all(bool(torch.isfinite(bound).all()) for bound in bounds.values())

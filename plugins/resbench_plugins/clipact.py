@@ -65,6 +65,8 @@ class ZeroAboveActivation(BoundedActivation):
 class ZeroAbove(ActivationScheme):
     """Zero each activation above its bound (Clip-Act)."""
 
+    not_quantizable: ClassVar[str | None] = None  # a hard bound on the dequantized activation
+
     def build(self, site: CallSiteSpec) -> BoundedActivation:
         return ZeroAboveActivation(site.activation, bound_shape(site.output_shape, site.granularity))
 

@@ -84,6 +84,9 @@ class FitReLU(ActivationScheme):
     """Smooth zero above the bound, trainable (FitAct eq. 6)."""
 
     Options: ClassVar[type[Options]] = FitReLUOptions
+    not_quantizable: ClassVar[str | None] = (
+        "a smooth sigmoid gate with trained per-neuron float bounds: no quantized kernel computes it, and its "
+        "bounds would stay float32 outside the integer memory")
 
     def build(self, site: CallSiteSpec) -> BoundedActivation:
         options = self.options

@@ -101,6 +101,7 @@ class Clamp(ActivationScheme):
     """Saturate each activation at its bound (Ranger)."""
 
     Options: ClassVar[type[Options]] = ClampOptions
+    not_quantizable: ClassVar[str | None] = None  # a hard bound on the dequantized activation
 
     def build(self, site: CallSiteSpec) -> BoundedActivation:
         return ClampedActivation(site.activation, bound_shape(site.output_shape, site.granularity))

@@ -7,7 +7,10 @@ changes what an exponent flip does. t depends on the number format:
 
 * fixed point ``qM.N``: the largest representable value (2^M - 2^-N), filling the range as the paper's
   8-bit headline does; c is exact (not rounded), so the range is filled;
-* ``int8`` (symmetric per-tensor scale): scaling cannot change what is stored (the format rescales), t = 1;
+* ``int8`` (per tensor or per channel) and ``uintM-asym``: scaling cannot change what is stored (the format
+  rescales: the integer-range rule), t = 1; on PyTorch's quantized kernels (``int8``, ``engine: torch-ao``)
+  the read-back is folded before conversion, so the codes are the unscaled model's (up to float32 rounding
+  of c * W / c): wscale runs there and equals ``none``;
 * floating point: :data:`FLOAT_T`, with c rounded down to a power of two so that, without faults, the
   model computes exactly what the unscaled one does (dividing by 2^k is exact as long as no value over-
   or underflows). The values come from a sweep of t in {1/16, 1/4, 1, 16, 256, 8192} on LeNet-5 / MNIST
@@ -102,6 +105,8 @@ class WeightScaling(WeightTransform):
 
     Options: ClassVar[type[Options]] = WeightScalingOptions
     format_dependent: ClassVar[bool] = True
+    #: The integer-range rule: a quantizer with its own scale stores the same codes for c * W as for W.
+    not_quantizable: ClassVar[str | None] = None
 
     def scale_for(self, weight: torch.Tensor, number_format: NumberFormat) -> float:
         """The constant c of a layer with trained ``weight``, deployed in ``number_format``."""

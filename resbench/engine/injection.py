@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from resbench.engine.faults import FaultSites
-from resbench.engine.faultspace import FaultSpace, FaultSpaceLayout, FaultSpaceOptions
+from resbench.engine.faultspace import FaultSpace, FaultSpaceOptions
 from resbench.engine.formats import NumberFormat
 from resbench.engine.stored_parameters import ParameterStore
 from resbench.errors import ResbenchError, UsageError
@@ -82,8 +82,9 @@ class Injector:
         self.space = space
         self.format = number_format
         self.device = _single_device(space)
-        self.stored_parameters = ParameterStore(space, number_format, self.device)
-        self.layout = _extended(space.layout(number_format), self.stored_parameters)
+        self.stored_parameters = ParameterStore(space.names, [stored.tensor.shape for stored in space.tensors],
+                                                number_format, self.device)
+        self.layout = self.stored_parameters.extend(space.layout(number_format))
         total = self.stored_parameters.first_element
         self.values = torch.empty(total, dtype=torch.float32, device=self.device)
         self.codes = torch.empty(self.layout.total_elements, dtype=number_format.code_dtype, device=self.device)
@@ -132,6 +133,10 @@ class Injector:
             stored.tensor.data = original
         self._originals = []
 
+    def describe(self) -> list[dict[str, object]]:
+        """One entry per stored tensor (name, kind, shape), stored parameters included, for a result row."""
+        return [*self.space.describe(), *self.stored_parameters.describe()]
+
     @property
     def injected_now(self) -> bool:
         """Whether faults are injected and not yet restored."""
@@ -157,7 +162,7 @@ class Injector:
         self.codes.index_copy_(0, elements, codes)
         first_parameter = self.stored_parameters.first_element
         in_values = elements < first_parameter
-        if bool(in_values.all()):
+        if first_parameter == self.layout.total_elements or bool(in_values.all()):  # no parameter touched
             self.values.index_copy_(0, elements, self._decode(elements, codes))
             return
         tensors = self.stored_parameters.read(self.codes[first_parameter:], elements[~in_values] - first_parameter)
@@ -231,12 +236,3 @@ class Injector:
             for index in range(len(self.space.tensors)):
                 self._decode_tensor(index)
         self._applied = None
-
-
-def _extended(layout: FaultSpaceLayout, parameters: ParameterStore) -> FaultSpaceLayout:
-    """``layout`` with the stored parameters after its tensors (unchanged when none are stored)."""
-    names, numels = parameters.layout_entries()
-    if not names:
-        return layout
-    return FaultSpaceLayout(layout.names + names, layout.numels + numels, layout.bits_per_element,
-                            layout.bit_fields)

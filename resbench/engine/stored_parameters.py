@@ -17,28 +17,31 @@ Parameters are laid out per stored tensor, then per parameter, then per group: `
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
-from resbench.engine.faultspace import FaultSpace
+from resbench.engine.faultspace import FaultSpaceLayout
 from resbench.engine.formats import NumberFormat, StoredParameter
 
 __all__ = ["ParameterStore"]
 
 
 class ParameterStore:
-    """The parameter rows of every group of ``space`` in ``number_format`` (see the module docstring)."""
+    """The parameter rows of every group of the tensors ``names`` of ``shapes`` stored in ``number_format``
+    (see the module docstring)."""
 
-    def __init__(self, space: FaultSpace, number_format: NumberFormat, device: torch.device) -> None:
+    def __init__(self, names: Sequence[str], shapes: Sequence[torch.Size], number_format: NumberFormat,
+                 device: torch.device) -> None:
         self.format = number_format
-        self.names = space.names
-        self.counts = [number_format.groups(stored.tensor.shape) for stored in space.tensors]
+        self.names = tuple(names)
+        self.counts = [number_format.groups(shape) for shape in shapes]
         self.starts = [0]
         for count in self.counts:
             self.starts.append(self.starts[-1] + count)
         width = number_format.parameters_for(torch.zeros(1, 1)).shape[1]
         self.parameters = torch.zeros(self.starts[-1], width, dtype=torch.float32, device=device)
-        numels = [stored.numel for stored in space.tensors]
+        numels = [math.prod(shape) for shape in shapes]
         self.first_element = sum(numels)
         self._group_starts = torch.tensor(self.starts[:-1], dtype=torch.int64, device=device)
         self._group_sizes = torch.tensor([max(numel // count, 1) for numel, count in zip(numels, self.counts,
@@ -60,6 +63,20 @@ class ParameterStore:
         """Names and element counts of the stored parameters, in layout order (empty when none are stored)."""
         names = tuple(f"{self.names[index]}.{field.name}" for index, field in self._entries)
         return names, tuple(self._entry_sizes())
+
+    def extend(self, layout: FaultSpaceLayout) -> FaultSpaceLayout:
+        """``layout`` with the stored parameters after its tensors (unchanged when none are stored)."""
+        names, numels = self.layout_entries()
+        if not names:
+            return layout
+        return FaultSpaceLayout(layout.names + names, layout.numels + numels, layout.bits_per_element,
+                                layout.bit_fields)
+
+    def describe(self) -> list[dict[str, object]]:
+        """One entry per stored parameter tensor (name, kind ``parameter``, codes), for a result row."""
+        names, numels = self.layout_entries()
+        return [{"name": name, "kind": "parameter", "shape": [numel]} for name, numel in zip(names, numels,
+                                                                                             strict=True)]
 
     def rows_of(self, elements: torch.Tensor, tensors: torch.Tensor) -> torch.Tensor:
         """The parameter row of each of ``elements`` (element line indices) of ``tensors`` (their tensor)."""

@@ -105,6 +105,12 @@ class Method(ABC):  # noqa: B024 - every step has a meaningful default; subclass
     def __init__(self, options: OptionsModel) -> None:
         self.options = options
 
+    def quantized_refusal(self) -> str | None:
+        """Why a model converted to PyTorch's quantized kernels (``int8`` with ``engine: torch-ao``) cannot
+        carry this method's protection, in one line; None when it can. A method that changes nothing can;
+        recipes, transforms and compositions ask their components."""
+        return None if not self.changes else "it does not say whether quantized kernels keep its protection"
+
     @property
     def format_dependent(self) -> bool:
         """Whether the prepared model depends on the number format (then it is prepared per format)."""

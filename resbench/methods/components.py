@@ -128,6 +128,9 @@ class ActivationScheme(ABC):
     """Builds the bounded module of one call site (registered with ``register_activation_schemes``)."""
 
     Options: ClassVar[type[OptionsModel]] = NoOptions
+    #: Why a model on quantized kernels cannot carry the scheme (one line); None when it can: a hard bound
+    #: (clamp, zero above) is applied to the dequantized activation, which is then quantized again.
+    not_quantizable: ClassVar[str | None] = "no quantized kernel is known to compute this activation scheme"
 
     def __init__(self, options: OptionsModel) -> None:
         self.options = options

@@ -119,6 +119,10 @@ class Composition(Method):
     def format_dependent(self) -> bool:
         return any(part.value.format_dependent for part in self.parts)
 
+    def quantized_refusal(self) -> str | None:
+        reasons = [reason for part in self.written if (reason := part.value.quantized_refusal()) is not None]
+        return reasons[0] if reasons else None
+
     def citation_text(self) -> str:
         return CITATION_SEPARATOR.join(part.value.citation_text() for part in self.written)
 

@@ -122,6 +122,10 @@ class Recipe(Method):
         optimizer: ThresholdOptimizer = self.optimizer.value
         return optimizer.format_dependent
 
+    def quantized_refusal(self) -> str | None:
+        reason = self.scheme.value.not_quantizable
+        return None if reason is None else f"activation scheme {self.scheme.entry.name}: {reason}"
+
     def cache_identity(self) -> dict[str, Any]:
         from resbench.plugins import get_registries
 

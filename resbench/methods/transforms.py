@@ -78,6 +78,10 @@ class WeightTransform(ABC):
     Options: ClassVar[type[OptionsModel]] = NoOptions
     #: Whether what is stored depends on the deployment number format (weight scaling's t does).
     format_dependent: ClassVar[bool] = False
+    #: Why a model on quantized kernels cannot carry the transform (one line); None when it can. Quantized
+    #: kernels multiply the stored codes directly: nothing reads a weight back through a function.
+    not_quantizable: ClassVar[str | None] = ("quantized kernels compute with the stored codes: there is no "
+                                             "read-back between memory and the multiply")
 
     def __init__(self, options: OptionsModel) -> None:
         self.options = options
@@ -166,6 +170,11 @@ class TransformMethod(Method):
     def format_dependent(self) -> bool:
         transform: WeightTransform = self.transform.value
         return transform.format_dependent
+
+    def quantized_refusal(self) -> str | None:
+        transform: WeightTransform = self.transform.value
+        reason = transform.not_quantizable
+        return None if reason is None else f"weight transform {self.transform.entry.name}: {reason}"
 
     def cache_identity(self) -> dict[str, Any]:
         from resbench.plugins import get_registries

@@ -39,6 +39,7 @@ from resbench.cache import ArtifactCache
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import DatasetSplits, load_dataset
 from resbench.engine.activation_faults import ActivationFaultModel
+from resbench.engine.deployment import deploy_model
 from resbench.engine.estimator import CellDesign, effective_sampling, zero_flip_probability
 from resbench.engine.evaluation import (
     EvaluationData,
@@ -296,14 +297,23 @@ class Deployed:
     stored_bits: int
 
 
-def deploy(context: JobContext, prepared: nn.Module, number_format: NumberFormat, data: EvaluationData) -> Deployed:
-    """Encode the fault space of a copy of ``prepared`` in ``number_format``; measure it fault-free."""
-    model = copy.deepcopy(prepared).eval()
-    injector = Injector.deploy(model, number_format, context.keys.space_options)
+def deploy(context: JobContext, prepared: nn.Module, number_format: NumberFormat, data: EvaluationData,
+           calibration: Dataset[Any] | None = None) -> Deployed:
+    """Encode the fault space of a copy of ``prepared`` in ``number_format``; measure it fault-free.
+    ``calibration`` (the training split) calibrates a model that a format converts to real quantized kernels."""
+    model, injector = deploy_model(copy.deepcopy(prepared).eval(), number_format, context.keys.space_options,
+                                   calibration=calibration, seed=context.suite.seed)
     logits = predict_logits(model, data)
     predictions, _ = predictions_of(logits)
     clean = CleanReference(predictions, trial_metrics(logits, data.labels, predictions))
     return Deployed(model, injector, clean, injector.layout.total_bits)
+
+
+def _baseline_reference(context: JobContext, baseline_model: nn.Module, number_format: NumberFormat,
+                        data: EvaluationData, calibration: Dataset[Any]) -> tuple[float, int]:
+    """The unprotected model deployed in ``number_format``: its clean accuracy and its stored bits."""
+    deployed = deploy(context, baseline_model, number_format, data, calibration)
+    return deployed.clean.metrics.accuracy, deployed.stored_bits
 
 
 def campaign(
@@ -521,13 +531,15 @@ class GroupJob(_Scheduled):
             number_format = context.keys.number_format(group.format_spec)
             if "deployed" not in deployment:
                 with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
-                    deployment["deployed"] = deploy(context, prepared, number_format, data)
+                    deployment["deployed"] = deploy(context, prepared, number_format, data, splits.profiling)
             deployed: Deployed = deployment["deployed"]
-            self._check_clean_drop(built, deployed, baseline_model, number_format, data)
+            baseline_bits = self._check_clean_drop(built, deployed, baseline_model, number_format, data,
+                                                   splits.profiling)
             template = None
             if self.describe:
                 timing = interleaved_timing(baseline_model, deployed.model, data)
-                template = self._template(built, deployed, baseline_model, number_format, data, timing, prepare_seconds)
+                template = self._template(built, deployed, baseline_model, baseline_bits, data, timing,
+                                          prepare_seconds)
             yield PhaseTime("deploy", time.perf_counter() - started)
         except Exception as error:  # confined to this group's cells
             _loaded.pop("deployment", None)
@@ -547,23 +559,24 @@ class GroupJob(_Scheduled):
             yield PhaseTime("campaign", time.perf_counter() - started)
 
     def _check_clean_drop(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module,
-                          number_format: NumberFormat, data: EvaluationData) -> None:
+                          number_format: NumberFormat, data: EvaluationData, calibration: Dataset[Any]) -> int:
         """Fail the group when its clean accuracy lies too far below the unprotected model's in the same
-        format (:func:`resbench.methods.guards.check_clean_drop`)."""
+        format (:func:`resbench.methods.guards.check_clean_drop`); return the unprotected model's stored bits."""
         context, group = self.context, self.group
         key = _canonical(context.suite.model_dump(mode="json"), context.settings, context.keys.checkpoint_digest,
                          group.model_spec.model_dump(), group.dataset_spec.model_dump(), group.format_spec.model_dump())
-        reference: float = _remembered("baseline_clean", key, lambda: deploy(
-            context, baseline_model, number_format, data).clean.metrics.accuracy)
+        reference, baseline_bits = _remembered("baseline_clean", key, lambda: _baseline_reference(
+            context, baseline_model, number_format, data, calibration))
         guards = context.suite.guards
         spec = group.method_spec
         check_clean_drop(deployed.clean.metrics.accuracy, reference, tolerance=guards.max_clean_drop,
                          accepted=bool({spec.label, spec.name} & set(guards.accept_clean_drop)),
                          plugin=built.entry.plugin, item=f"method {spec.label!r}",
                          where=f"in {group.format_spec.label}")
+        return int(baseline_bits)
 
-    def _template(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module,
-                  number_format: NumberFormat, data: EvaluationData, timing: dict[str, list[float]],
+    def _template(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module, baseline_bits: int,
+                  data: EvaluationData, timing: dict[str, list[float]],
                   prepare_seconds: float) -> CellRecord:
         """What every cell of the group shares; each cell adds its identity (see :func:`campaign`)."""
         group = self.group
@@ -581,8 +594,8 @@ class GroupJob(_Scheduled):
             citation=built.value.citation_text(),
             notes=built.value.notes_text(),
             stored_bits=deployed.stored_bits,
-            baseline_bits=FaultSpace(baseline_model, self.context.keys.space_options).total_bits(number_format),
-            fault_space=json.dumps(deployed.injector.space.describe()),
+            baseline_bits=baseline_bits,
+            fault_space=json.dumps(deployed.injector.describe()),
             eval_samples=data.size,
             clean_eval_seconds=min(timing["protected"]),
             baseline_eval_seconds=min(timing["baseline"]),

@@ -322,7 +322,7 @@ class _Driver:
 
 def run_suite(suite: Suite, settings: RunSettings, source: str = "suite") -> RunSummary:
     """Run every cell of ``suite`` that the store does not hold yet; returns what was done."""
-    check_suite(suite, source)
+    check_suite(suite, source, settings.device)
     if not suite.seeds:
         return _Driver(suite, settings).run()
     # Several seeds: each trains its own baseline and prepares its own methods; trials pair within a seed.

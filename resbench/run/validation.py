@@ -23,7 +23,8 @@ from resbench.engine.activation_faults import ActivationFaultOptions
 from resbench.engine.activation_injection import chosen_operators
 from resbench.engine.faults import FaultModel
 from resbench.engine.faultspace import FaultSpaceOptions
-from resbench.engine.formats import NumberFormat
+from resbench.engine.formats import Int8, NumberFormat
+from resbench.engine.torch_ao import check_backend
 from resbench.errors import UsageError
 from resbench.models import build_model
 from resbench.models.factory import FACTORY_MODEL, import_factory, model_file_identity
@@ -31,8 +32,8 @@ from resbench.options import validate_options
 from resbench.plugins import get_registries
 from resbench.training import TrainingOptions
 
-__all__ = ["SuiteSize", "check_operator_choice", "check_operator_choices", "check_suite", "resolve_fault_models",
-           "resolve_formats"]
+__all__ = ["SuiteSize", "check_operator_choice", "check_operator_choices", "check_suite", "quantized_problems",
+           "resolve_fault_models", "resolve_formats"]
 
 #: Suite fields naming plugin items, and the registry (family) of each.
 _FAMILY_OF_FIELD = {"methods": "methods", "models": "models", "datasets": "datasets", "formats": "formats",
@@ -53,13 +54,14 @@ def resolve_formats(suite: Suite, source: str = "suite") -> dict[str, NumberForm
             for spec in suite.formats}
 
 
-def check_suite(suite: Suite, source: str) -> None:
-    """Every problem of ``suite`` found before any work, in one :class:`UsageError` (one line each)."""
+def check_suite(suite: Suite, source: str, device: str | torch.device | None = None) -> None:
+    """Every problem of ``suite`` found before any work, in one :class:`UsageError` (one line each);
+    ``device``, when known, is where the run computes."""
     problems = [*_name_problems(suite, source), *_settings_problems(suite, source)]
     if not problems:
         problems = _factory_problems(suite, source)
     if not problems:
-        problems = _fault_problems(suite, source)
+        problems = [*_fault_problems(suite, source), *quantized_problems(suite, source, device)]
     if problems:
         raise UsageError("\n".join(problems))
 
@@ -130,6 +132,38 @@ def _fault_problems(suite: Suite, source: str) -> list[str]:
                     seen.add((fault_spec.label, str(error)))
                     problems.append(f"{source}: fault model {fault_spec.label} with format {format_spec.label}: "
                                     f"{error}")
+    return problems
+
+
+def quantized_problems(suite: Suite, source: str, device: str | torch.device | None = None) -> list[str]:
+    """What a model on PyTorch's quantized kernels (``int8`` with ``engine: torch-ao``) cannot run: a method
+    whose protection those kernels cannot carry, activation faults, fault space options (the fault space is
+    the quantized weights' codes), a backend this PyTorch lacks, a device other than the CPU."""
+    number_formats = resolve_formats(suite, source)
+    real = [spec for spec in suite.formats if number_formats[spec.label].engine == "torch-ao"]
+    if not real:
+        return []
+    problems = []
+    for spec in real:
+        number_format = cast(Int8, number_formats[spec.label])
+        try:
+            check_backend(number_format.backend)
+        except UsageError as error:
+            problems.append(f"{source}: format {spec.label}: {error}")
+    where = f"{source}: format {real[0].label} (quantized kernels)"
+    methods = get_registries().methods
+    for method_spec in suite.methods:
+        refusal = methods.build(method_spec.name, method_spec.options, where=source).value.quantized_refusal()
+        if refusal is not None:
+            problems.append(f"{where} cannot carry method {method_spec.label}: {refusal}")
+    for label, fault_model in resolve_fault_models(suite, source).items():
+        if fault_model.target != "activations":
+            continue
+        problems.append(f"{where}: fault model {label} targets activations; quantized kernels take weight faults only")
+    if suite.fault_space:
+        problems.append(f"{where}: fault_space options do not apply; its fault space is every quantized weight")
+    if device is not None and torch.device(device).type != "cpu":
+        problems.append(f"{where}: PyTorch's quantized kernels run on the CPU, not on {device}")
     return problems
 
 

@@ -1,0 +1,35 @@
+"""A suite on PyTorch's quantized kernels runs end to end: every cell records the deployment scheme, every
+trial flips int_repr() codes, and the stored bits are the quantized weights' (biases stay float32)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from resbench.cli import main
+from tests.helpers import TINY_SUITE, rows
+
+
+def test_a_torch_ao_suite_records_its_scheme_in_every_cell(write_suite: Any, tmp_path: Path) -> None:
+    text = TINY_SUITE.replace(
+        "formats: [fp16]", "formats: [{name: int8, engine: torch-ao, granularity: channel, calibration_images: 32}]")
+    store = tmp_path / "q.sqlite"
+    status = main(["run", str(write_suite(text)), "--store", str(store), "--cache-dir", str(tmp_path / "cache"),
+                   "--no-progress", "--report-dir", str(tmp_path / "reports")])
+    assert status == 0
+    trials = rows(store)
+    assert len(trials) == 1 + 2 * 3 and (trials["flips"] > 0).sum() == 6
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as connection:
+        cells = connection.execute("SELECT fault_space, stored_bits FROM cells").fetchall()
+    connection.close()
+    assert len(cells) == 3
+    for fault_space, stored_bits in cells:
+        entries = json.loads(fault_space)
+        scheme = next(entry["scheme"] for entry in entries if entry["kind"] == "scheme")
+        assert scheme == {"engine": "torch-ao", "granularity": "channel", "faultable_parameters": False,
+                          "backend": "fbgemm", "calibration_images": 32}
+        weights = [entry for entry in entries if entry["kind"] == "model"]
+        assert weights and all(entry["name"].endswith(".weight") for entry in weights)
+        assert stored_bits == 8 * sum(entry["shape"][0] * entry["shape"][1] for entry in weights)

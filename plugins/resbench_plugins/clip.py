@@ -122,6 +122,8 @@ class WeightClipping(WeightTransform):
     """Weight clipping: weights and biases projected onto [-w_max, w_max], fine-tuned under the projection."""
 
     Options: ClassVar[type[Options]] = ClipOptions
+    #: Read back as stored: quantized kernels compute with the stored codes, and those are what training changed.
+    not_quantizable: ClassVar[str | None] = None
 
     def read_back(self, name: str, layer: nn.Module, context: PrepareContext) -> nn.Module:
         return StoredAsIs()

@@ -66,6 +66,8 @@ class RandomBitErrorTraining(WeightTransform):
 
     Options: ClassVar[type[Options]] = RandBetOptions
     format_dependent: ClassVar[bool] = True
+    #: Read back as stored: quantized kernels compute with the stored codes, and those are what training changed.
+    not_quantizable: ClassVar[str | None] = None
 
     def read_back(self, name: str, layer: nn.Module, context: PrepareContext) -> nn.Module:
         return StoredAsIs()

@@ -45,9 +45,10 @@ from resbench.methods.fault_aware import (
 from resbench.models import build_model
 from resbench.plugins import get_registries
 from resbench.run.runner import RunSettings, run_suite
+from resbench.run.store import ResultStore
 from resbench.seeds import TRAINING_SEED_OFFSET, derive_seed, training_seed
 from resbench.training import load_or_train_baseline
-from tests.helpers import one_line_error
+from tests.helpers import TINY_SUITE, one_line_error, rows
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +337,17 @@ def test_bad_options_are_one_line_and_exit_2(method: str, tmp_path: Path, capsys
                     "formats: [uint8-asym]\nfaults: [bitflip]\nbers: [1.0e-3]\ntrials: 2\n")
     assert main(["validate", str(path)]) == 2
     one_line_error(capsys)
+
+
+def test_quantized_kernels_carry_the_fault_aware_methods(write_suite: Any, tmp_path: Path) -> None:
+    """Weights read back as stored: a model on PyTorch's quantized kernels computes with what training left."""
+    text = TINY_SUITE.replace("methods: [none]", "methods: [none, {name: clip, epochs: 1}, {name: randbet, epochs: 1}]")
+    text = text.replace("formats: [fp16]", "formats: [{name: int8, engine: torch-ao, calibration_images: 32}]")
+    store = tmp_path / "q.sqlite"
+    status = main(["run", str(write_suite(text + "guards: {max_clean_drop: 100}\n")), "--store", str(store),
+                   "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--report-dir", str(tmp_path / "reports")])
+    assert status == 0
+    with ResultStore(store) as stored:
+        cells = stored.cells_frame()
+    assert set(cells["method"]) == {"none", "clip[epochs=1]", "randbet[epochs=1]"}
+    assert len(rows(store)) == 3 * (1 + 2 * 3)  # per method: the clean row and three trials at two BERs

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from resbench_plugins.clip import WeightClipping
-from resbench_plugins.randbet import RandomBitErrorTraining
+from resbench_plugins.clip import ClipOptions, WeightClipping
+from resbench_plugins.randbet import RandBetOptions, RandomBitErrorTraining
 from torch import nn
 
 from resbench.cache import ArtifactCache
@@ -322,6 +322,19 @@ def test_composed_preparation_is_cached_like_any_method(tmp_path: Path, monkeypa
     again = run_suite(suite, RunSettings(store=tmp_path / "b.sqlite", device=torch.device("cpu"),
                                          cache_dir=tmp_path / "cache", progress=False))
     assert again.trials_run == 2 * 2 * 3 and fits == ["randbet"]  # a new store, the cached preparation
+
+
+def test_presets_state_the_recipes_and_explicit_options_win() -> None:
+    paper = RandBetOptions(preset="mlsys2021").training()
+    assert (paper.optimizer, paper.lr, paper.momentum, paper.nesterov, paper.weight_decay, paper.batch_size,
+            paper.epochs, paper.schedule) == ("sgd", 0.005, 0.9, True, 5e-4, 128, 140, "multistep")
+    assert not paper.select_on_validation  # the last epoch, as the authors keep
+    assert (ClipOptions().training().epochs, RandBetOptions().training().epochs) == (5, 10)
+    assert ClipOptions(preset="mlsys2021", epochs=3, lr=0.01).training().epochs == 3
+    assert ClipOptions(preset="mlsys2021", lr=0.01).training().lr == 0.01
+    options = RandBetOptions()
+    assert (options.p_train, options.w_max, options.gradient_clip, options.loss_threshold) == (0.01, 0.1, 0.05, 1.75)
+    assert ClipOptions().w_max == 0.1
 
 
 # ---------------------------------------------------------------------------------------------------------

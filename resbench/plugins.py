@@ -91,6 +91,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "resbench_plugins.recipe",
     "resbench_plugins.saf",
     "resbench_plugins.wscale",
+    "resbench_plugins.clip",
+    "resbench_plugins.randbet",
     "resbench_plugins.compose",
     "resbench.engine.formats",
     "resbench.engine.quantization",

@@ -20,7 +20,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,7 +42,9 @@ __all__ = [
     "RECIPE_VERSION",
     "Baseline",
     "TrainingOptions",
+    "TrainingStep",
     "collect_logits",
+    "cross_entropy_step",
     "evaluate",
     "load_or_train_baseline",
     "random_shift",
@@ -172,6 +174,28 @@ def learning_rate_factor(options: TrainingOptions, step: int, total_steps: int, 
     return 1.0
 
 
+#: One optimizer step on a batch of ``(images, labels)``: forward, backward and ``optimizer.step()``;
+#: returns the loss and the logits (for the progress bar). :func:`cross_entropy_step` is the plain one;
+#: fault-aware training (:mod:`resbench.methods.fault_aware`) passes its own to :func:`train_model`.
+TrainingStep = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer],
+                        tuple[torch.Tensor, torch.Tensor]]
+
+
+def cross_entropy_step(label_smoothing: float = 0.0) -> TrainingStep:
+    """The plain training step: cross-entropy (with ``label_smoothing``), backward, one optimizer step."""
+
+    def step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss, logits
+
+    return step
+
+
 @contextlib.contextmanager
 def _deterministic(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's generators without disturbing the caller's, and make cuDNN deterministic."""
@@ -250,8 +274,12 @@ def train_model(
     seed: int = 0,
     progress: bool = True,
     description: str = "training",
+    step: TrainingStep | None = None,
 ) -> TrainingResult:
-    """Train ``model`` in place on ``splits.train``; keep the epoch best on ``splits.validation``."""
+    """Train ``model`` in place on ``splits.train``; keep the epoch best on ``splits.validation``.
+
+    ``step`` runs each optimizer step (default: :func:`cross_entropy_step` with the options' label smoothing).
+    """
     device = torch.device(device)
     started = time.perf_counter()
     model.to(device)
@@ -262,10 +290,11 @@ def train_model(
     best: tuple[float, int, dict[str, torch.Tensor] | None] = (-1.0, 0, None)
     history = []
     generator = torch.Generator().manual_seed(seed)
+    step = step or cross_entropy_step(options.label_smoothing)
     with _deterministic(seed, device):
         for epoch in range(1, options.epochs + 1):
-            _train_epoch(model, splits.train, options, optimizer, device, generator, bar, (epoch - 1) * steps,
-                         total, steps)
+            _train_epoch(model, splits.train, options, optimizer, step, device, generator, bar,
+                         (epoch - 1) * steps, total, steps)
             accuracy = evaluate(model, splits.validation, device)
             history.append(bar.end_epoch(epoch, accuracy))
             if not options.select_on_validation or accuracy > best[0]:
@@ -282,6 +311,7 @@ def _train_epoch(
     train: Dataset[Any],
     options: TrainingOptions,
     optimizer: torch.optim.Optimizer,
+    step_function: TrainingStep,
     device: torch.device,
     generator: torch.Generator,
     bar: _Progress,
@@ -300,11 +330,7 @@ def _train_epoch(
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if options.augment_shift and images.dim() == 4:
             images = random_shift(images, options.augment_shift, generator)
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=options.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, logits = step_function(model, images, labels, optimizer)
         bar.update(loss.detach(), logits.detach(), labels)
         step += 1
 

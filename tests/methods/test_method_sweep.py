@@ -26,6 +26,9 @@ EXAMPLE_OPTIONS: dict[str, dict[str, Any]] = {
     "proact": {"optimizer": {"name": "proact-progressive", "decays": [0.4, 0.004]}},
     # One epoch of SAF fine-tuning instead of three.
     **{f"saf-{function}": {"epochs": 1} for function in ("tanh", "arctan", "softsign", "hardtanh")},
+    # One epoch of fault-aware fine-tuning instead of five (clip) or ten (randbet).
+    "clip": {"epochs": 1},
+    "randbet": {"epochs": 1},
     "transform": {"transform": "weight-scaling"},
     "compose": {"first": {"name": "saf-tanh", "epochs": 1}, "second": "fitact"},
 }

@@ -51,6 +51,7 @@ from resbench.engine.faults import FaultModel
 from resbench.engine.faultspace import FaultSpace
 from resbench.engine.formats import NumberFormat
 from resbench.engine.injection import Injector
+from resbench.engine.prefix_reuse import DEFAULT_REUSE_MEMORY, PrefixReuse
 from resbench.errors import PluginError, blame_plugin
 from resbench.methods.base import Method, PrepareContext, defines_fit
 from resbench.methods.guards import check_clean_drop, check_finite
@@ -94,6 +95,8 @@ class JobSettings:
     data_root: Path | None = None
     checkpoint: Path | None = None
     progress: bool = False
+    #: Memory for prefix reuse's clean values per deployed model (bytes; 0: every trial runs the full pass).
+    reuse_memory: int = DEFAULT_REUSE_MEMORY
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,18 @@ class Deployed:
     injector: Injector
     clean: CleanReference
     stored_bits: int
+    #: Prefix reuse for weight-fault trials, built on first use (:meth:`prefix_reuse`).
+    reuse_memory: int = 0
+    _reuse: dict[str, PrefixReuse | None] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def prefix_reuse(self, data: EvaluationData) -> PrefixReuse | None:
+        """Prefix reuse for trials on ``data`` (the data the clean reference was measured on); None when
+        turned off or not possible for this model (trials then run the full pass)."""
+        if self.reuse_memory <= 0:
+            return None
+        if "reuse" not in self._reuse:
+            self._reuse["reuse"] = PrefixReuse.build(self.model, self.injector, data, self.reuse_memory)
+        return self._reuse["reuse"]
 
 
 def deploy(context: JobContext, prepared: nn.Module, number_format: NumberFormat, data: EvaluationData) -> Deployed:
@@ -303,7 +318,7 @@ def deploy(context: JobContext, prepared: nn.Module, number_format: NumberFormat
     logits = predict_logits(model, data)
     predictions, _ = predictions_of(logits)
     clean = CleanReference(predictions, trial_metrics(logits, data.labels, predictions))
-    return Deployed(model, injector, clean, injector.layout.total_bits)
+    return Deployed(model, injector, clean, injector.layout.total_bits, context.settings.reuse_memory)
 
 
 def campaign(
@@ -354,7 +369,7 @@ class _WeightTrials:
     def run(self, plan: CampaignPlan, stored: StoredTrials) -> Iterator[TrialRow]:
         deployed = self.deployed
         return run_campaign(deployed.model, deployed.injector, self.fault_model, self.data, deployed.clean, plan,
-                            stored)
+                            stored, deployed.prefix_reuse(self.data))
 
     def close(self) -> None:
         """Nothing to undo: every trial restores the bits it flipped."""

@@ -63,7 +63,7 @@ from resbench.run.activation_campaign import prepare_activation_campaign, run_ac
 from resbench.run.campaign import CampaignPlan, CleanReference, TrialBatch, run_campaign
 from resbench.run.cells import CellKeys, Group, StoredTrials
 from resbench.run.failures import PHASE_FAMILY, Failed, failures
-from resbench.run.measures import baseline_checksum, chance_accuracy, interleaved_timing
+from resbench.run.measures import baseline_checksum, chance_accuracy, inference_cost, interleaved_timing
 from resbench.run.store import CellRecord, TrialRow
 from resbench.training import load_or_train_baseline
 
@@ -542,7 +542,9 @@ class GroupJob(_Scheduled):
             template = None
             if self.describe:
                 timing = interleaved_timing(baseline_model, deployed.model, data)
-                template = self._template(built, deployed, baseline_model, number_format, data, timing, prepare_seconds)
+                cost = inference_cost(baseline_model, deployed.model, data)
+                template = self._template(built, deployed, baseline_model, number_format, data, timing, prepare_seconds,
+                                          cost)
             yield PhaseTime("deploy", time.perf_counter() - started)
         except Exception as error:  # confined to this group's cells
             _loaded.pop("deployment", None)
@@ -579,7 +581,7 @@ class GroupJob(_Scheduled):
 
     def _template(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module,
                   number_format: NumberFormat, data: EvaluationData, timing: dict[str, list[float]],
-                  prepare_seconds: float) -> CellRecord:
+                  prepare_seconds: float, cost: dict[str, object]) -> CellRecord:
         """What every cell of the group shares; each cell adds its identity (see :func:`campaign`)."""
         group = self.group
         return CellRecord(
@@ -604,7 +606,7 @@ class GroupJob(_Scheduled):
             prepare_seconds=prepare_seconds,
             chance_accuracy=chance_accuracy(data.labels),
             baseline_checksum=baseline_checksum(baseline_model),
-            timing=json.dumps(timing),
+            timing=json.dumps({**timing, **cost}),
         )
 
     def lost(self, reason: str) -> Iterator[JobOutput]:

@@ -177,12 +177,16 @@ class PrefixReuse:
         except Exception as error:  # any tracing failure: the full pass is always right
             logger.info("prefix reuse off: torch.fx cannot trace %s (%s)", type(model).__name__, error)
             return None
-        survey = _survey(program, injector, data)
-        if survey is None:
+        try:
+            survey = _survey(program, injector, data)
+            if survey is None:
+                return None
+            readers, mutated, bytes_per_image = survey
+            cuts = _choose_cuts(program, readers, mutated, bytes_per_image, data.size, memory_bytes)
+            kept, logits = _clean_pass(program, data, cuts)
+        except Exception as error:  # a node the interpreter cannot run alone: the full pass is always right
+            logger.warning("prefix reuse off for %s: %s: %s", type(model).__name__, type(error).__name__, error)
             return None
-        readers, mutated, bytes_per_image = survey
-        cuts = _choose_cuts(program, readers, mutated, bytes_per_image, data.size, memory_bytes)
-        kept, logits = _clean_pass(program, data, cuts)
         if not _bit_equal(torch.cat(logits).float(), predict_logits(model, data)):
             logger.info("prefix reuse off: the traced pass of %s differs from its forward", type(model).__name__)
             return None

@@ -5,7 +5,8 @@ A trial's floor used to be one clean pass over the evaluation set. With prefix r
 (:mod:`resbench.engine.prefix_reuse`) a weight-fault trial recomputes only from the first operation that
 reads a flipped tensor and stops where the fault was masked, so its ratio falls below 1 where faults are
 few. Both campaigns run the same trials under the default (conditional) sampling: every trial has at least
-one flip; the benchmark checks that their rows agree.
+one flip; each trial runs both ways beside a clean pass, in rotating order, so that all three see the same
+machine noise, and the benchmark checks that their rows agree.
 
 Models: LeNet-5 on mnist5k (the default suite's, trained first if the artifact cache lacks it) and
 ResNet-20 with its initial weights on 1,000 random 32x32 images (training it on a CPU takes hours; a trained
@@ -67,23 +68,42 @@ MODELS: dict[str, Callable[[], tuple[nn.Module, EvaluationData]]] = {
 }
 
 
-def clean_pass_seconds(model: nn.Module, data: EvaluationData, repeats: int) -> float:
-    """Median time of one clean evaluation pass."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        predict_logits(model, data)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def campaign_seconds(model: nn.Module, injector: Injector, data: EvaluationData, clean: CleanReference, ber: float,
-                     trials: int, reuse: PrefixReuse | None) -> tuple[float, list[tuple[float, float, int]]]:
-    """Wall time of ``trials`` conditional trials at ``ber``, and each trial's (accuracy, SDC rate, flips)."""
-    plan = CampaignPlan([ber], ["cell"], TrialPolicy(trials=trials), lambda trial: trial, conditional=True)
+def clean_pass_seconds(model: nn.Module, data: EvaluationData) -> float:
+    """Time of one clean evaluation pass."""
     started = time.perf_counter()
-    rows = list(run_campaign(model, injector, resolve_fault_model("bitflip"), data, clean, plan, {"cell": {}}, reuse))
-    return time.perf_counter() - started, [(row.accuracy, row.sdc_rate, row.flips) for row in rows]
+    predict_logits(model, data)
+    return time.perf_counter() - started
+
+
+def trial_seconds(model: nn.Module, injector: Injector, data: EvaluationData, clean: CleanReference, ber: float,
+                  trial: int, reuse: PrefixReuse | None) -> tuple[float, tuple[float, float, int]]:
+    """Wall time of conditional trial ``trial`` at ``ber`` through the campaign loop, and its (accuracy, SDC
+    rate, flips)."""
+    plan = CampaignPlan([ber], ["cell"], TrialPolicy(trials=trial + 1), lambda index: index, conditional=True,
+                        batch=((trial, (0,)),))
+    started = time.perf_counter()
+    [row] = run_campaign(model, injector, resolve_fault_model("bitflip"), data, clean, plan, {"cell": {}}, reuse)
+    return time.perf_counter() - started, (row.accuracy, row.sdc_rate, row.flips)
+
+
+def paired_ratios(model: nn.Module, injector: Injector, data: EvaluationData, clean: CleanReference, ber: float,
+                  trials: int, reuse: PrefixReuse | None) -> tuple[float, float, float, float, bool]:
+    """Per trial a clean pass, the trial without reuse and the trial with it, in rotating order (all three see
+    the same machine noise): mean flips, mean clean pass, both ratios and whether the rows agree."""
+    seconds: dict[str, float] = {"clean": 0.0, "full": 0.0, "reuse": 0.0}
+    rows: dict[str, list[tuple[float, float, int]]] = {"full": [], "reuse": []}
+    for trial in range(trials):
+        order = ["clean", "full", "reuse"]
+        for which in order[trial % 3:] + order[: trial % 3]:
+            if which == "clean":
+                seconds["clean"] += clean_pass_seconds(model, data)
+                continue
+            elapsed, row = trial_seconds(model, injector, data, clean, ber, trial, reuse if which == "reuse" else None)
+            seconds[which] += elapsed
+            rows[which].append(row)
+    floor = seconds["clean"]
+    flips = statistics.mean(row[2] for row in rows["full"])
+    return flips, floor / trials, seconds["full"] / floor, seconds["reuse"] / floor, rows["full"] == rows["reuse"]
 
 
 def main() -> None:
@@ -109,13 +129,9 @@ def main() -> None:
         reuse = PrefixReuse.build(model, injector, data)
         built = time.perf_counter() - started
         for ber in BERS[name]:
-            before = clean_pass_seconds(model, data, 5)
-            full, full_rows = campaign_seconds(model, injector, data, clean, ber, trials, None)
-            reused, reused_rows = campaign_seconds(model, injector, data, clean, ber, trials, reuse)
-            floor = (before + clean_pass_seconds(model, data, 5)) / 2
-            flips = statistics.mean(row[2] for row in full_rows)
-            print(f"{name:<9} {ber:>7.0e} {flips:>11.1f} {1000 * floor:>9.1f} {full / (trials * floor):>9.3f} "
-                  f"{reused / (trials * floor):>7.3f} {'yes' if full_rows == reused_rows else 'NO':>9}")
+            flips, floor, full, reused, same = paired_ratios(model, injector, data, clean, ber, trials, reuse)
+            print(f"{name:<9} {ber:>7.0e} {flips:>11.1f} {1000 * floor:>9.1f} {full:>9.3f} {reused:>7.3f} "
+                  f"{'yes' if same else 'NO':>9}")
         kept = reuse.stored_bytes / 2**20 if reuse is not None else 0.0
         print(f"{name:<9} prefix reuse: built in {built:.2f} s, {kept:.0f} MiB of clean values kept")
 

@@ -56,10 +56,16 @@ CLIPACT = Citation(
 
 
 class ZeroAboveActivation(BoundedActivation):
-    """``act(x)`` where it is at most the bound, 0 above it (Clip-Act, Hoang et al. 2020, eq. 1)."""
+    """``act(x)`` where it is at most the bound, 0 above it (Clip-Act, Hoang et al. 2020, eq. 1). Nothing is
+    above +inf, so no guard is needed at an unset bound."""
+
+    exact_when_unbounded = True
 
     def limit(self, activated: torch.Tensor) -> torch.Tensor:
-        return torch.where(activated > self.bound, torch.zeros_like(activated), activated)
+        return activated.masked_fill(activated > self.bound, 0.0)
+
+    def limit_(self, activated: torch.Tensor) -> torch.Tensor:
+        return activated.masked_fill_(activated > self.bound, 0.0)
 
 
 class ZeroAbove(ActivationScheme):

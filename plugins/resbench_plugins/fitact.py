@@ -35,8 +35,8 @@ from resbench.methods.bound_training import train_bounds, validation_accuracy
 from resbench.options import Options
 from resbench.plugins import hookimpl
 
-__all__ = ["FitAct", "FitActPostTrain", "FitReLU", "FitReLUActivation", "fitrelu", "register_activation_schemes",
-           "register_methods", "register_threshold_optimizers"]
+__all__ = ["FitAct", "FitActPostTrain", "FitReLU", "FitReLUActivation", "fitrelu", "fitrelu_",
+           "register_activation_schemes", "register_methods", "register_threshold_optimizers"]
 
 FITACT = Citation(
     authors="B. Ghavami, M. Sadati, Z. Fang, L. Shannon",
@@ -71,6 +71,9 @@ class FitReLUActivation(BoundedActivation):
     def limit(self, activated: torch.Tensor) -> torch.Tensor:
         return fitrelu(activated, self.bound, self.slope)
 
+    def limit_(self, activated: torch.Tensor) -> torch.Tensor:
+        return fitrelu_(activated, self.bound, self.slope)
+
 
 def fitrelu(activated: torch.Tensor, bound: torch.Tensor, slope: float) -> torch.Tensor:
     """``a * sigmoid(slope * (b - a))`` (FitAct eq. 6) where that is finite; 0 where it is not and ``a > b``."""
@@ -78,6 +81,24 @@ def fitrelu(activated: torch.Tensor, bound: torch.Tensor, slope: float) -> torch
     finite = torch.where(infinite_above, torch.zeros_like(activated), activated)
     smooth = finite * torch.sigmoid(slope * (bound - finite))
     return torch.where(infinite_above, torch.zeros_like(smooth), smooth)
+
+
+#: ``slope * (FLOAT32_MAX - b)`` at least this for every bound ``b``: the sigmoid of minus it is exactly 0.
+_SATURATION = 200.0
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def fitrelu_(activated: torch.Tensor, bound: torch.Tensor, slope: float) -> torch.Tensor:
+    """:func:`fitrelu` in place in ``activated`` (no gradient), bit for bit: the plain form of eq. 6 on
+    ``min(a, FLOAT32_MAX)``. Where ``a = +inf`` the gate ``sigmoid(slope * (b - FLOAT32_MAX))`` is exactly 0
+    for every bound with ``slope * (FLOAT32_MAX - b) >= 200`` (every sane one), so the output is 0 there as in
+    :func:`fitrelu`; every finite, NaN or ``-inf`` input computes what :func:`fitrelu` does. Any other bound
+    (NaN, +inf, within 200 / slope of FLOAT32_MAX) takes :func:`fitrelu`."""
+    if not bool(((_FLOAT32_MAX - bound) * slope >= _SATURATION).all()):
+        return fitrelu(activated, bound, slope)
+    finite = activated.clamp_(max=_FLOAT32_MAX)
+    gate = torch.sub(bound, finite).mul_(slope).sigmoid_()
+    return finite.mul_(gate)
 
 
 class FitReLU(ActivationScheme):

@@ -45,10 +45,16 @@ RANGER = Citation(
 
 
 class ClampedActivation(BoundedActivation):
-    """``min(act(x), b)``: values above the bound saturate at it (Ranger, Sec. III-B)."""
+    """``min(act(x), b)``: values above the bound saturate at it (Ranger, Sec. III-B). ``min(a, +inf)`` is
+    ``a`` for every ``a``, so no guard is needed at an unset bound."""
+
+    exact_when_unbounded = True
 
     def limit(self, activated: torch.Tensor) -> torch.Tensor:
         return torch.minimum(activated, self.bound)
+
+    def limit_(self, activated: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(activated, self.bound, out=activated)
 
 
 _POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
@@ -73,7 +79,10 @@ class FollowingClamp(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         source: BoundedActivation = self.__dict__["source"]
-        return torch.minimum(inputs, source.bound)
+        if torch.is_grad_enabled() or inputs.requires_grad:
+            return torch.minimum(inputs, source.bound)
+        # Clamps follow a chain of single-user operations (see Clamp.extend): nothing else reads the input.
+        return torch.minimum(inputs, source.bound, out=inputs)
 
 
 def _following_kind(model: nn.Module, node: fx.Node) -> str | None:

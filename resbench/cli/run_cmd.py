@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from importlib import resources
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from resbench.cache import ArtifactCache
 from resbench.cli.report_cmds import load_leaderboard
 from resbench.config import Suite, load_suite, parse_suite
+from resbench.engine.prefix_reuse import DEFAULT_REUSE_MEMORY
 from resbench.errors import UsageError
 from resbench.files import check_folder, write_atomically
 from resbench.plugins import get_registries, hookimpl
@@ -131,6 +133,9 @@ class RunCommand:
         parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
         parser.add_argument("--rerun", help="comma-separated stored cells to replace: failed, stale (computed by "
                             "other plugin versions), a method as written in the suite, or a cell id")
+        parser.add_argument("--reuse-memory", type=float, default=DEFAULT_REUSE_MEMORY / 2**30, metavar="GIB",
+                            help="memory (GiB) for the clean values a weight-fault trial restarts from, per deployed "
+                            "model (default %(default)g; 0: every trial runs the full forward pass; same results)")
 
     def run(self, args: argparse.Namespace) -> int:
         """Run the suite, write the reports, print the leaderboard."""
@@ -139,6 +144,8 @@ class RunCommand:
         suite, source = suite_from_arguments(args)
         if args.checkpoint is not None and not args.checkpoint.is_file():
             raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
+        if not math.isfinite(args.reuse_memory) or args.reuse_memory < 0:
+            raise UsageError(f"--reuse-memory: expected a size in GiB, 0 or more, got {args.reuse_memory:g}")
         report_dir = args.report_dir or args.store.parent
         # Unusable output folders are bad input, found before any work rather than after the campaign.
         for folder, flag in ((args.store.parent, f"--store {args.store}: folder"), (report_dir, "--report-dir"),
@@ -152,6 +159,7 @@ class RunCommand:
             checkpoint=args.checkpoint,
             progress=not args.no_progress,
             rerun=tuple(token.strip() for token in (args.rerun or "").split(",") if token.strip()),
+            reuse_memory=round(args.reuse_memory * 2**30),
         )
         summary = run_suite(suite, settings, source)
         tables, _ = load_leaderboard(args.store)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
 from resbench.datasets import tensor_view
@@ -82,8 +83,14 @@ def load_evaluation_data(
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, data: EvaluationData) -> torch.Tensor:
-    """Logits for every evaluation sample, in large batches under inference mode."""
-    outputs = [model(data.images[start : start + data.batch_size]) for start in range(0, data.size, data.batch_size)]
+    """Logits for every evaluation sample, in large batches under inference mode.
+
+    A weight stored through a transform (a parametrization: SAF's ``tau(W)``, scaling's ``W / c``) is read
+    back once per pass, not once per batch: the stored values cannot change during a pass.
+    """
+    with parametrize.cached():
+        outputs = [model(data.images[start : start + data.batch_size])
+                   for start in range(0, data.size, data.batch_size)]
     return torch.cat(outputs).float()
 
 

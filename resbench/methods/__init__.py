@@ -15,6 +15,7 @@ from resbench.methods.components import (
     ThresholdOptimizer,
     bound_shape,
     bounded_sites,
+    may_modify_in_place,
     profiled_bound,
     set_profiled_bounds,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "bounded_sites",
     "call_site_details",
     "get_call_site",
+    "may_modify_in_place",
     "profile_activations",
     "profiled_bound",
     "replace_call_site",

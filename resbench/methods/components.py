@@ -14,8 +14,15 @@ A bounding method (Ranger, Clip-Act, FitAct, ProAct) is a recipe of two componen
 Bounds start at +inf until an optimizer sets them; :func:`set_profiled_bounds` is the usual first step.
 Wherever a bound is +inf the bounded module returns the original activation exactly, whatever its
 ``limit`` computes there (``b * tanh(a / b)`` is NaN at ``b = +inf``), and no gradient flows through
-``limit`` at those positions: :meth:`BoundedActivation.forward` calls ``limit`` with a finite stand-in
-for the infinite entries and discards its result there.
+``limit`` at those positions: where some bound is +inf, :meth:`BoundedActivation.forward` calls ``limit``
+with a finite stand-in for the infinite entries and discards its result there.
+
+The forward pass costs what the method's math costs: a scheme whose ``limit`` is already exact at +inf
+(a clamp, a zero-above) declares it (:attr:`BoundedActivation.exact_when_unbounded`) and pays no guard;
+another pays one check of its bound tensor (one value per call site, channel or neuron: never the size of
+a batch), and the guard only where a bound is +inf. Without gradients (evaluation, fault campaigns) the
+bound is applied in place to the activation's fresh output (:meth:`BoundedActivation.limit_`), so a
+bounded call site allocates no more than the activation it replaces.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ __all__ = [
     "ThresholdOptimizer",
     "bound_shape",
     "bounded_sites",
+    "may_modify_in_place",
     "profiled_bound",
     "set_profiled_bounds",
 ]
@@ -62,6 +70,15 @@ def bound_shape(output_shape: Sequence[int], granularity: Granularity) -> tuple[
     if granularity == "channel":
         return (output_shape[0], *([1] * (len(output_shape) - 1)))
     return tuple(output_shape)
+
+
+def may_modify_in_place(output: torch.Tensor, inputs: torch.Tensor) -> bool:
+    """Whether an operation may overwrite ``output``, the result it just computed from ``inputs``: no
+    gradient is being recorded and ``output`` shares no memory with ``inputs`` (an identity activation
+    returns its input, which others may still read)."""
+    if torch.is_grad_enabled() or isinstance(output, torch.fx.Proxy) or output.requires_grad:
+        return False  # recording gradients, or tracing a graph (which records the out-of-place operation)
+    return output.untyped_storage().data_ptr() != inputs.untyped_storage().data_ptr()
 
 
 @dataclass(frozen=True)
@@ -93,8 +110,21 @@ class BoundedActivation(nn.Module, ABC):
         self.activation = activation
         self.bound = nn.Parameter(torch.full(tuple(shape), math.inf))
 
+    #: Whether :meth:`limit` returns the activation's output unchanged, bit for bit, wherever the bound is
+    #: +inf (for every input, NaN and infinities included), with finite gradients there: the forward pass
+    #: then calls it directly, without checking the bound for +inf.
+    exact_when_unbounded: ClassVar[bool] = False
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         activated = self.activation(inputs)
+        if not self.exact_when_unbounded and bool(torch.isposinf(self.bound).any()):
+            return self._limit_where_bounded(activated)
+        if may_modify_in_place(activated, inputs):
+            return self.limit_(activated)
+        return self.limit(activated)
+
+    def _limit_where_bounded(self, activated: torch.Tensor) -> torch.Tensor:
+        """``limit`` where the bound is finite, the activation itself where it is +inf."""
         unbounded = torch.isposinf(self.bound)
         with self._finite_bound(unbounded):
             limited = self.limit(activated)
@@ -117,8 +147,15 @@ class BoundedActivation(nn.Module, ABC):
         """Apply the bound (``self.bound``, finite wherever this is called on it) to the activation's output.
 
         Entries of an infinite bound never reach ``limit``'s result: the module returns the original
-        activation there.
+        activation there (unless the class declares :attr:`exact_when_unbounded`).
         """
+
+    def limit_(self, activated: torch.Tensor) -> torch.Tensor:
+        """:meth:`limit` computed in place in ``activated`` (a fresh tensor, no gradient recorded), returning
+        it: the same values, without allocating a tensor of the batch's size. The default calls
+        :meth:`limit`; a scheme overrides it with in-place operations that compute exactly what ``limit``
+        does."""
+        return self.limit(activated)
 
     def extra_repr(self) -> str:
         return f"bound={tuple(self.bound.shape)}"

@@ -36,8 +36,12 @@ COLUMN_HELP: dict[str, str] = {
     "for layer-wise bounds, one per output element for neuron-wise bounds",
     "added bits %": "stored bits the method adds to the fault space, relative to the unprotected model's stored "
     "bits in the same format",
+    "added ops": "operations the method adds per inference, counted on the executed program (deterministic): "
+    "multiply-adds / elementwise operations (activations, bounds, weight read-backs), in thousands",
     "overhead %": "median over interleaved clean passes of the ratio protected / unprotected inference time, "
-    "minus 1 [distribution-free 95% interval of the median]; timings vary between machines and runs",
+    "minus 1 [distribution-free 95% interval of the median], under the conditions the table's note gives "
+    "(device, threads, batch, images); (wide) marks an interval wider than 20 points, too wide to read; timings "
+    "vary between machines and runs",
     "prepare s": "time spent preparing the method: profiling, threshold search, post-training (0 for none)",
     "trials": "the number of trials behind each BER of the row, as a range when it differs between BERs "
     "(adaptive: a BER stops when its interval half-width is below the target or at the maximum)",

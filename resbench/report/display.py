@@ -140,7 +140,8 @@ def _weight_rows(table: LeaderboardTable) -> pd.DataFrame:
                 "tolerable BER": _tolerable_ber(row, table.bers),
                 "added values": str(int(row["added_values"])),
                 "added bits %": number(row["added_bits_pct"], 2),
-                "overhead %": with_interval(row["overhead_pct"], row["overhead_low"], row["overhead_high"]),
+                "added ops": _added_operations(row),
+                "overhead %": _overhead(row),
                 "prepare s": number(row["prepare_s"]),
                 "trials": _trial_range(int(row["trials_min"]), int(row["trials_max"])),
                 "citation": str(row["citation"]),
@@ -151,10 +152,30 @@ def _weight_rows(table: LeaderboardTable) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _added_operations(row: pd.Series) -> str:
+    """``+MACs / +elementwise`` per inference, in thousands."""
+    macs, elementwise = row.get("added_multiply_adds", math.nan), row.get("added_elementwise", math.nan)
+    if not all(isinstance(value, int | float) and math.isfinite(value) for value in (macs, elementwise)):
+        return MISSING
+    return f"{macs / 1000:+.1f}k / {elementwise / 1000:+.1f}k"
+
+
+def _overhead(row: pd.Series) -> str:
+    """The timed overhead with its interval, marked ``(wide)`` where the interval is too wide to read."""
+    shown = with_interval(row["overhead_pct"], row["overhead_low"], row["overhead_high"])
+    return f"{shown} (wide)" if bool(row.get("overhead_wide", False)) and shown != MISSING else shown
+
+
+def _timing_conditions(table: LeaderboardTable) -> str:
+    conditions = sorted({str(value) for value in table.rows.get("overhead_conditions", []) if value})
+    return f" Overhead timed on {'; '.join(conditions)}." if conditions else ""
+
+
 def _weight_legend(table: LeaderboardTable) -> str:
     trials = _trials_of(table)
     return (f"*{table.description} {trials} trials per BER (one sampled fault pattern each); faults "
-            f"({table.fault_model}) in the stored {table.format} values. Columns are defined in results/README.md.*")
+            f"({table.fault_model}) in the stored {table.format} values.{_timing_conditions(table)} Columns are "
+            "defined in results/README.md.*")
 
 
 # -- activation faults: rates with Wilson intervals -------------------------------------------------------------

@@ -30,7 +30,10 @@ Columns (``results/README.md`` explains each for readers; every interval is 95%)
 * ``added_values``: stored values the method adds to the fault space (bounds, thresholds);
   ``added_bits``, ``added_bits_pct``: the stored bits they add.
 * ``overhead_pct`` with ``overhead_low``, ``overhead_high``: median of the paired ratios of interleaved
-  clean passes and its distribution-free interval (:mod:`resbench.run.measures`).
+  clean passes and its distribution-free interval (:mod:`resbench.run.measures`); ``overhead_conditions``:
+  what it was measured under; ``overhead_wide``: its interval is wider than :data:`WIDE_OVERHEAD_POINTS`
+  (or missing), too wide to read. ``added_multiply_adds``, ``added_elementwise``: operations per inference
+  the method adds (NaN for cells stored before they were counted).
 * ``prepare_s``; ``trials_min``, ``trials_max``; ``flip_trials_min``: the fewest trials with a flip
   behind any BER; ``sdc@BER``, ``due_trials@BER`` with ``due_low@``, ``due_high@`` (Wilson).
 
@@ -451,6 +454,7 @@ def _method_result(
     row["added_bits"] = added_bits
     row["added_bits_pct"] = 100 * added_bits / baseline_bits if baseline_bits else 0.0
     row["overhead_pct"], row["overhead_low"], row["overhead_high"] = overhead_interval(str(first.get("timing", "{}")))
+    row.update(_inference_cost_columns(str(first.get("timing", "{}"))))
     row["prepare_s"] = float(first["prepare_seconds"])
     row["trials_min"] = min(counts) if counts else 0
     row["trials_max"] = max(counts) if counts else 0
@@ -461,6 +465,28 @@ def _method_result(
     checksums = sorted({str(value) for value in cells.get("baseline_checksum", pd.Series(dtype=str)) if value})
     row["baseline_checksum"] = ",".join(checksum[:12] for checksum in checksums)
     return _MethodResult(row, curves, score_draws)
+
+
+#: An overhead interval wider than this many points is marked too wide to read.
+WIDE_OVERHEAD_POINTS = 20.0
+
+
+def _inference_cost_columns(timing: str) -> dict[str, object]:
+    """Added operations per inference, the timing's conditions and whether its interval is too wide to read,
+    from a cell's ``timing`` record (:func:`resbench.run.measures.inference_cost`)."""
+    record = json.loads(timing or "{}")
+    operations = record.get("operations", {})
+    added = {key: operations["protected"][key] - operations["baseline"][key] if operations else math.nan
+             for key in ("multiply_adds", "elementwise")}
+    conditions = record.get("conditions")
+    _, low, high = overhead_interval(timing)
+    return {
+        "added_multiply_adds": added["multiply_adds"],
+        "added_elementwise": added["elementwise"],
+        "overhead_conditions": (f"{conditions['device']}, {conditions['threads']} threads, batch "
+                                f"{conditions['batch_size']}, {conditions['images']} images") if conditions else "",
+        "overhead_wide": not (high - low <= WIDE_OVERHEAD_POINTS),
+    }
 
 
 def _added_values(fault_space: str) -> int:

@@ -5,10 +5,11 @@ method: under the ``conditional`` design (:mod:`resbench.engine.estimator`) each
 at least one flip; under ``critical-bits`` (:mod:`resbench.engine.strata`) each cell's next trial goes to the
 stratum its results so far call for, and the j-th trial of a stratum draws its sites from the j-th trial seed,
 so methods are paired stratum by stratum; under the plain ``bernoulli`` design nested sites for the whole
-sweep at once (the sites at a lower BER are a subset of those at a higher one). Each BER that still needs trials gets:
-inject (XOR in place) -> evaluate -> restore (bit-exact). A trial with no flip reuses the fault-free
-result without a forward pass. Completed trials stored earlier are skipped, so an interrupted campaign
-resumes where it stopped.
+sweep at once (the sites at a lower BER are a subset of those at a higher one). Each BER that still needs
+trials gets: inject (XOR in place) -> evaluate -> restore (bit-exact). A trial with no flip reuses the fault-free
+result without a forward pass; with prefix reuse, a trial with flips recomputes only from the first
+operation that reads a flipped tensor, and stops where the fault was masked. Completed trials stored
+earlier are skipped, so an interrupted campaign resumes where it stopped.
 
 A campaign runs its whole schedule (:func:`scheduled_trials`: trial after trial until the trial policy
 is met), or only the trials of a :data:`TrialBatch` that the driver chose when it splits a group's
@@ -29,6 +30,7 @@ from resbench.engine.estimator import CellDesign, sample_given_flips
 from resbench.engine.evaluation import EvaluationData, TrialMetrics, predict_logits, trial_metrics
 from resbench.engine.faults import FaultModel, FaultSites
 from resbench.engine.injection import Injector
+from resbench.engine.prefix_reuse import PrefixReuse
 from resbench.engine.strata import CriticalBitStrata, StratifiedDesign
 from resbench.errors import blame_plugin
 from resbench.run.store import TrialRow
@@ -90,13 +92,14 @@ def trials_needed(accuracies: list[float], policy: TrialPolicy,
 
 
 def _run_trial(
-    model: nn.Module, injector: Injector, sites: FaultSites, data: EvaluationData, clean: CleanReference
+    model: nn.Module, injector: Injector, sites: FaultSites, data: EvaluationData, clean: CleanReference,
+    reuse: PrefixReuse | None = None,
 ) -> tuple[TrialMetrics, bool]:
     if sites.num_flips == 0:
         injector.effective_flips = 0
         return clean.metrics, True
     with injector.injected(sites):
-        logits = predict_logits(model, data)
+        logits = predict_logits(model, data) if reuse is None else reuse.logits(sites)
     return trial_metrics(logits, data.labels, clean.predictions), False
 
 
@@ -174,11 +177,14 @@ def run_campaign(
     clean: CleanReference,
     plan: CampaignPlan,
     done: dict[str, dict[int, float]],
+    reuse: PrefixReuse | None = None,
 ) -> Iterator[TrialRow]:
     """Yield one row per trial that ``plan`` still needs, given the trials ``done`` (stored earlier).
 
     The campaign touches no store: whoever runs it (this process, a worker, a cluster node) hands the
-    rows to the driver, which writes them. ``done`` is updated as trials complete.
+    rows to the driver, which writes them. ``done`` is updated as trials complete. With ``reuse`` (built
+    for this model, injector and data), a trial recomputes only what its faults reach
+    (:mod:`resbench.engine.prefix_reuse`), with the same logits bit for bit.
     """
     for trial, seed, pending in scheduled_trials(plan, done):
         with blame_plugin(*plan.fault_model_item, "sample"):
@@ -186,7 +192,7 @@ def run_campaign(
         for index in pending:
             started = time.perf_counter()
             draw = sites[index]
-            metrics, reused = _run_trial(model, injector, draw.sites, data, clean)
+            metrics, reused = _run_trial(model, injector, draw.sites, data, clean, reuse)
             cell_id = plan.cell_ids[index]
             done[cell_id][trial] = metrics.accuracy
             record = draw.sites.record()

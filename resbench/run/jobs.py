@@ -52,6 +52,7 @@ from resbench.engine.faults import FaultModel
 from resbench.engine.faultspace import FaultSpace
 from resbench.engine.formats import NumberFormat
 from resbench.engine.injection import Injector
+from resbench.engine.prefix_reuse import DEFAULT_REUSE_MEMORY, PrefixReuse
 from resbench.engine.strata import CriticalBitStrata, StratifiedDesign
 from resbench.errors import PluginError, blame_plugin
 from resbench.methods.base import Method, PrepareContext, defines_fit
@@ -64,7 +65,7 @@ from resbench.run.activation_campaign import prepare_activation_campaign, run_ac
 from resbench.run.campaign import CampaignPlan, CleanReference, TrialBatch, run_campaign
 from resbench.run.cells import CellKeys, Group, StoredTrials
 from resbench.run.failures import PHASE_FAMILY, Failed, failures
-from resbench.run.measures import baseline_checksum, chance_accuracy, interleaved_timing
+from resbench.run.measures import baseline_checksum, chance_accuracy, inference_cost, interleaved_timing
 from resbench.run.store import CellRecord, TrialRow
 from resbench.training import load_or_train_baseline
 
@@ -96,6 +97,8 @@ class JobSettings:
     data_root: Path | None = None
     checkpoint: Path | None = None
     progress: bool = False
+    #: Memory for prefix reuse's clean values per deployed model (bytes; 0: every trial runs the full pass).
+    reuse_memory: int = DEFAULT_REUSE_MEMORY
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,18 @@ class Deployed:
     injector: Injector
     clean: CleanReference
     stored_bits: int
+    #: Prefix reuse for weight-fault trials, built on first use (:meth:`prefix_reuse`).
+    reuse_memory: int = 0
+    _reuse: dict[str, PrefixReuse | None] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def prefix_reuse(self, data: EvaluationData) -> PrefixReuse | None:
+        """Prefix reuse for trials on ``data`` (the data the clean reference was measured on); None when
+        turned off or not possible for this model (trials then run the full pass)."""
+        if self.reuse_memory <= 0:
+            return None
+        if "reuse" not in self._reuse:
+            self._reuse["reuse"] = PrefixReuse.build(self.model, self.injector, data, self.reuse_memory)
+        return self._reuse["reuse"]
 
 
 def deploy(context: JobContext, prepared: nn.Module, number_format: NumberFormat, data: EvaluationData,
@@ -307,14 +322,9 @@ def deploy(context: JobContext, prepared: nn.Module, number_format: NumberFormat
     logits = predict_logits(model, data)
     predictions, _ = predictions_of(logits)
     clean = CleanReference(predictions, trial_metrics(logits, data.labels, predictions))
-    return Deployed(model, injector, clean, injector.layout.total_bits)
+    return Deployed(model, injector, clean, injector.layout.total_bits, context.settings.reuse_memory)
 
 
-def _baseline_reference(context: JobContext, baseline_model: nn.Module, number_format: NumberFormat,
-                        data: EvaluationData, calibration: Dataset[Any]) -> tuple[float, int]:
-    """The unprotected model deployed in ``number_format``: its clean accuracy and its stored bits."""
-    deployed = deploy(context, baseline_model, number_format, data, calibration)
-    return deployed.clean.metrics.accuracy, deployed.stored_bits
 
 
 def campaign(
@@ -366,7 +376,7 @@ class _WeightTrials:
     def run(self, plan: CampaignPlan, stored: StoredTrials) -> Iterator[TrialRow]:
         deployed = self.deployed
         return run_campaign(deployed.model, deployed.injector, self.fault_model, self.data, deployed.clean, plan,
-                            stored)
+                            stored, deployed.prefix_reuse(self.data))
 
     def close(self) -> None:
         """Nothing to undo: every trial restores the bits it flipped."""
@@ -558,13 +568,14 @@ class GroupJob(_Scheduled):
                 with blame_plugin(built.entry.plugin, f"method {built.entry.name!r}", "clean evaluation"):
                     deployment["deployed"] = deploy(context, prepared, number_format, data, splits.profiling)
             deployed: Deployed = deployment["deployed"]
-            baseline_bits = self._check_clean_drop(built, deployed, baseline_model, number_format, data,
-                                                   splits.profiling)
+            unprotected = self._check_clean_drop(built, deployed, baseline_model, number_format, data,
+                                                 splits.profiling)
             template = None
-            if self.describe:
-                timing = interleaved_timing(baseline_model, deployed.model, data)
-                template = self._template(built, deployed, baseline_model, baseline_bits, data, timing,
-                                          prepare_seconds)
+            if self.describe:  # against the unprotected model in the same format (and kernels)
+                timing = interleaved_timing(unprotected.model, deployed.model, data)
+                cost = inference_cost(unprotected.model, deployed.model, data)
+                template = self._template(built, deployed, baseline_model, unprotected.stored_bits, data, timing,
+                                          prepare_seconds, cost)
             yield PhaseTime("deploy", time.perf_counter() - started)
         except Exception as error:  # confined to this group's cells
             _loaded.pop("deployment", None)
@@ -584,25 +595,26 @@ class GroupJob(_Scheduled):
             yield PhaseTime("campaign", time.perf_counter() - started)
 
     def _check_clean_drop(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module,
-                          number_format: NumberFormat, data: EvaluationData, calibration: Dataset[Any]) -> int:
+                          number_format: NumberFormat, data: EvaluationData, calibration: Dataset[Any]) -> Deployed:
         """Fail the group when its clean accuracy lies too far below the unprotected model's in the same
-        format (:func:`resbench.methods.guards.check_clean_drop`); return the unprotected model's stored bits."""
+        format (:func:`resbench.methods.guards.check_clean_drop`); return the unprotected model so deployed."""
         context, group = self.context, self.group
         key = _canonical(context.suite.model_dump(mode="json"), context.settings, context.keys.checkpoint_digest,
                          group.model_spec.model_dump(), group.dataset_spec.model_dump(), group.format_spec.model_dump())
-        reference, baseline_bits = _remembered("baseline_clean", key, lambda: _baseline_reference(
+        unprotected: Deployed = _remembered("baseline_clean", key, lambda: deploy(
             context, baseline_model, number_format, data, calibration))
+        reference = unprotected.clean.metrics.accuracy
         guards = context.suite.guards
         spec = group.method_spec
         check_clean_drop(deployed.clean.metrics.accuracy, reference, tolerance=guards.max_clean_drop,
                          accepted=bool({spec.label, spec.name} & set(guards.accept_clean_drop)),
                          plugin=built.entry.plugin, item=f"method {spec.label!r}",
                          where=f"in {group.format_spec.label}")
-        return int(baseline_bits)
+        return unprotected
 
     def _template(self, built: Built[Method], deployed: Deployed, baseline_model: nn.Module, baseline_bits: int,
                   data: EvaluationData, timing: dict[str, list[float]],
-                  prepare_seconds: float) -> CellRecord:
+                  prepare_seconds: float, cost: dict[str, object]) -> CellRecord:
         """What every cell of the group shares; each cell adds its identity (see :func:`campaign`)."""
         group = self.group
         return CellRecord(
@@ -627,7 +639,7 @@ class GroupJob(_Scheduled):
             prepare_seconds=prepare_seconds,
             chance_accuracy=chance_accuracy(data.labels),
             baseline_checksum=baseline_checksum(baseline_model),
-            timing=json.dumps(timing),
+            timing=json.dumps({**timing, **cost}),
         )
 
     def lost(self, reason: str) -> Iterator[JobOutput]:

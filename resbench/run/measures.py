@@ -6,7 +6,10 @@
   resilience score normalizes to, so a broken model scores 0.
 * Timing interleaves clean passes of the unprotected and the protected model, pass by pass, so both
   see the same machine noise; the leaderboard reports the median of the paired ratios with a
-  distribution-free interval (:func:`resbench.statistics.overhead_interval`).
+  distribution-free interval (:func:`resbench.statistics.overhead_interval`), and the conditions it was
+  measured under (device, threads, batch size, images).
+* The deterministic cost beside it: multiply-adds and elementwise operations per inference of both models
+  (:func:`resbench.engine.operations.count_operations`), which no machine changes.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import torch
 from torch import nn
 
 from resbench.engine.evaluation import EvaluationData, predict_logits
+from resbench.engine.operations import count_operations
 
-__all__ = ["TIMING_REPEATS", "baseline_checksum", "chance_accuracy", "interleaved_timing"]
+__all__ = ["TIMING_REPEATS", "baseline_checksum", "chance_accuracy", "inference_cost", "interleaved_timing"]
 
 TIMING_REPEATS = 15
 
@@ -62,3 +66,16 @@ def interleaved_timing(
         for which in order:
             times[which].append(_timed_pass(baseline if which == "baseline" else protected, data))
     return times
+
+
+def inference_cost(baseline: nn.Module, protected: nn.Module, data: EvaluationData) -> dict[str, object]:
+    """What the timing was measured under, and the operations per inference of both models (counted on one
+    evaluation batch): kept beside the timings in a cell's ``timing`` record."""
+    images = data.images[: data.batch_size]
+    operations = {}
+    for which, model in (("baseline", baseline), ("protected", protected)):
+        count = count_operations(model, images)
+        operations[which] = {"multiply_adds": count.multiply_adds, "elementwise": count.elementwise}
+    conditions = {"device": str(data.images.device), "threads": torch.get_num_threads(),
+                  "batch_size": data.batch_size, "images": data.size}
+    return {"conditions": conditions, "operations": operations}

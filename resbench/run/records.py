@@ -101,7 +101,8 @@ class CellRecord:
     fault-free stratum first, :mod:`resbench.engine.strata`) and each trial row its stratum.
     ``chance_accuracy`` is the accuracy of always predicting the test split's most frequent class;
     ``baseline_checksum`` the SHA-256 of the trained baseline's weights; ``timing`` the interleaved
-    clean-pass times (JSON: ``baseline`` and ``protected`` seconds, pass by pass).
+    clean-pass times (JSON: ``baseline`` and ``protected`` seconds, pass by pass), the ``conditions`` they
+    were measured under and both models' ``operations`` per inference (:func:`resbench.run.measures.inference_cost`).
     """
 
     cell_id: str

@@ -33,6 +33,7 @@ from resbench.cache import ArtifactCache
 from resbench.config import Suite
 from resbench.datasets import DatasetSplits, iterate_batches, load_dataset
 from resbench.engine.faultspace import FaultSpaceOptions
+from resbench.engine.prefix_reuse import DEFAULT_REUSE_MEMORY
 from resbench.methods.base import Method, defines_fit
 from resbench.models import build_model
 from resbench.models.factory import FACTORY_MODEL, check_fits
@@ -78,6 +79,8 @@ class RunSettings:
     progress: bool = True
     #: Stored cells to replace (:mod:`resbench.run.rerun`): ``failed``, ``stale``, methods, cell ids.
     rerun: tuple[str, ...] = ()
+    #: Memory (bytes) for the clean values prefix reuse keeps per deployed model; 0 turns it off.
+    reuse_memory: int = DEFAULT_REUSE_MEMORY
 
 
 @dataclass
@@ -122,6 +125,7 @@ class _Driver:
             data_root=_absolute(settings.data_root),
             checkpoint=_absolute(settings.checkpoint),
             progress=settings.progress,
+            reuse_memory=settings.reuse_memory,
         )
         self.context = JobContext(suite, job_settings, CellKeys(suite, space_options, digest))
         self.store: ResultStore  # opened by run(), once the input has been checked

@@ -33,3 +33,20 @@ def test_a_torch_ao_suite_records_its_scheme_in_every_cell(write_suite: Any, tmp
         weights = [entry for entry in entries if entry["kind"] == "model"]
         assert weights and all(entry["name"].endswith(".weight") for entry in weights)
         assert stored_bits == 8 * sum(entry["shape"][0] * entry["shape"][1] for entry in weights)
+
+
+def test_a_torch_ao_suite_stores_the_same_rows_with_and_without_prefix_reuse(write_suite: Any,
+                                                                              tmp_path: Path) -> None:
+    """Faults written into the quantized modules' packed weights must be seen by prefix reuse (or reuse must
+    stand aside): the rows are those of the full pass."""
+    text = TINY_SUITE.replace(
+        "formats: [fp16]", "formats: [{name: int8, engine: torch-ao, granularity: channel, calibration_images: 32}]")
+    suite = write_suite(text)
+    stores = []
+    for memory in ("0", "1"):
+        store = tmp_path / f"reuse-{memory}.sqlite"
+        assert main(["run", str(suite), "--store", str(store), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+                     "--reuse-memory", memory]) == 0
+        stores.append(rows(store))
+    assert (stores[0]["accuracy"] < stores[0]["accuracy"].max()).any() or len(stores[0]) > 1
+    assert stores[0].equals(stores[1])

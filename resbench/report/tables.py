@@ -610,7 +610,7 @@ def _notes(fault_model: str, group_cells: pd.DataFrame) -> tuple[str, ...]:
     if set(group_cells["sampling"]) == {"bernoulli"}:
         notes.append("plain Bernoulli campaign: trials at low BER may have no flip.")
     if set(group_cells["sampling"]) == {"critical-bits"}:
-        notes.append("critical-bit strata: trials drawn per stratum of flips in the format's critical bits and "
+        notes.append("Critical-bit strata: trials drawn per stratum of flips in the format's critical bits and "
                      "weighted by the strata's exact probabilities; trial counts are per cell, over all strata.")
     return tuple(notes)
 

@@ -99,7 +99,7 @@ def test_leaderboard_estimate_is_the_stratified_mean(stratified_run: Path, capsy
             assert row[f"ci_low@{key}"] < row[f"ci_high@{key}"]
             assert row[f"ci_low@{key}"] <= expected <= row[f"ci_high@{key}"]
     assert main(["leaderboard", "--store", str(stratified_run / "r.sqlite"), "--format", "md"]) == 0
-    assert "critical-bit strata" in capsys.readouterr().out
+    assert "Critical-bit strata" in capsys.readouterr().out
 
 
 def test_an_interrupted_stratified_run_resumes_to_the_same_rows(stratified_run: Path, tmp_path: Path) -> None:

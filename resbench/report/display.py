@@ -266,7 +266,8 @@ def legend(table: LeaderboardTable) -> str:
 
 def differences_frame(table: LeaderboardTable) -> pd.DataFrame:
     """Paired differences to ``none`` per BER: 'diff [95% interval]', with ``*`` where the
-    Holm-adjusted paired test rejects equality at 5%."""
+    Holm-adjusted paired test rejects equality at 5% and the interval excludes 0 (the test alone cannot see
+    a catastrophe the trials have not met; the interval can)."""
     rows = []
     for _, row in table.rows.iterrows():
         if row["method"] == "none":
@@ -276,7 +277,9 @@ def differences_frame(table: LeaderboardTable) -> pd.DataFrame:
             text = with_interval(row.get(ber_column("diff", ber)), row.get(ber_column("diff_low", ber)),
                                  row.get(ber_column("diff_high", ber)))
             p_value = row.get(ber_column("p_holm", ber))
-            significant = isinstance(p_value, float) and not math.isnan(p_value) and p_value < 0.05
+            low, high = row.get(ber_column("diff_low", ber)), row.get(ber_column("diff_high", ber))
+            significant = (isinstance(p_value, float) and not math.isnan(p_value) and p_value < 0.05
+                           and (low > 0 or high < 0))
             shown[f"BER {format_ber(ber)}"] = text + (" *" if significant else "")
         rows.append(shown)
     return pd.DataFrame(rows)

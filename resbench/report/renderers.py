@@ -56,7 +56,7 @@ def render_markdown(tables: list[LeaderboardTable]) -> str:
         differences = differences_frame(table)
         if table.bers and not differences.empty:  # one fault per inference has no BER to compare at
             section += (f"\nPaired difference to none (points) [95% interval]; * = significant after Holm "
-                        f"correction:\n\n{_markdown_table(differences)}\n")
+                        f"correction, with an interval that excludes 0:\n\n{_markdown_table(differences)}\n")
         sections.append(section)
     return "\n".join(sections) if sections else "No results in the store.\n"
 

@@ -325,3 +325,21 @@ def test_every_format_renders_bers_that_need_two_digits_under_one_key_spelling(t
     assert "2.5e-06" in rendered["latex"] and "1.5e-04" in rendered["latex"]
     assert set(display_frame(table).columns) >= ({"BER 2.5e-06", "BER 1.5e-04"} if target == "weights"
                                                  else {"acc 2.5e-06", "SDC % 1.5e-04", "DUE % 2e-04"})
+
+
+def test_a_difference_is_marked_significant_only_when_its_interval_agrees(tmp_path: Path) -> None:
+    """A constant 0.2-point gain over 30 trials passes the sign-flip test, but 30 trials cannot rule out an
+    unseen catastrophe in either method: no mark. A 70-point gain is marked."""
+    from resbench.report.display import differences_frame
+
+    path = tmp_path / "r.sqlite"
+    store_with(path, {"none": (97.0, {1e-5: [27.0] * 30, 1e-4: [97.0] * 30}),
+                      "small": (97.2, {1e-5: [97.0] * 30, 1e-4: [97.2] * 30})})
+    with ResultStore(path) as store:
+        [table] = build_leaderboard(store.cells_frame(), store.trials_frame())
+    row = table.rows[table.rows["method"] == "small"].iloc[0]
+    assert row[f"p_holm@{format_ber(1e-4)}"] < 0.05  # the test alone rejects
+    assert row[f"diff_low@{format_ber(1e-4)}"] < 0 < row[f"diff_high@{format_ber(1e-4)}"]
+    shown = differences_frame(table).iloc[0]
+    assert not shown[f"BER {format_ber(1e-4)}"].endswith("*")
+    assert shown[f"BER {format_ber(1e-5)}"].endswith("*")

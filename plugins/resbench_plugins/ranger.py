@@ -79,8 +79,8 @@ class FollowingClamp(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         source: BoundedActivation = self.__dict__["source"]
-        if torch.is_grad_enabled() or inputs.requires_grad:
-            return torch.minimum(inputs, source.bound)
+        if torch.is_grad_enabled() or isinstance(inputs, torch.fx.Proxy) or inputs.requires_grad:
+            return torch.minimum(inputs, source.bound)  # recording gradients, or tracing a graph
         # Clamps follow a chain of single-user operations (see Clamp.extend): nothing else reads the input.
         return torch.minimum(inputs, source.bound, out=inputs)
 

@@ -58,7 +58,7 @@ class _Counter(TorchDispatchMode):
         name = func.overloadpacket.__name__
         outputs = [value for value in tree_flatten(out)[0] if isinstance(value, torch.Tensor)]
         if name in _CONVOLUTIONS:
-            weight = args[1]  # (output channels, input channels / groups, *kernel)
+            weight = _weight_of(args[1])  # (output channels, input channels / groups, *kernel)
             self.multiply_adds += outputs[0].numel() * int(math.prod(weight.shape[1:]))
         elif name in _PRODUCTS:
             left = args[1] if name in ("addmm", "baddbmm") else args[0]
@@ -66,6 +66,11 @@ class _Counter(TorchDispatchMode):
         elif name not in _NOT_COMPUTING and outputs and outputs[0].is_floating_point():
             self.elementwise += outputs[0].numel()
         return out
+
+
+def _weight_of(weight: Any) -> torch.Tensor:
+    """A convolution's weight: the tensor itself, or unpacked from a quantized kernel's packed parameters."""
+    return weight if isinstance(weight, torch.Tensor) else weight.unpack()[0]
 
 
 @torch.inference_mode()

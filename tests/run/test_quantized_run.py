@@ -50,3 +50,21 @@ def test_a_torch_ao_suite_stores_the_same_rows_with_and_without_prefix_reuse(wri
         stores.append(rows(store))
     assert (stores[0]["accuracy"] < stores[0]["accuracy"].max()).any() or len(stores[0]) > 1
     assert stores[0].equals(stores[1])
+
+
+def test_ranger_on_a_residual_cnn_runs_on_torch_ao_kernels(write_suite: Any, tmp_path: Path) -> None:
+    """Ranger's clamps after pooling trace into PyTorch's quantization, and the operation counts read the
+    quantized kernels' packed weights: every cell is measured, none fails."""
+    text = TINY_SUITE.replace("models: [test-mlp]", "models: [test-cnn]")
+    text = text.replace("methods: [none]", "methods: [none, ranger]")
+    text = text.replace("separation: 3.0}", "separation: 3.0, channels: 3, height: 8, width: 8}")
+    text = text.replace("formats: [fp16]", "formats: [{name: int8, engine: torch-ao, calibration_images: 32}]")
+    store = tmp_path / "q.sqlite"
+    assert main(["run", str(write_suite(text)), "--store", str(store), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-progress"]) == 0
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as connection:
+        failures = connection.execute("SELECT count(*) FROM failures").fetchone()[0]
+        timing = [json.loads(text) for (text,) in connection.execute("SELECT timing FROM cells WHERE ber = 0")]
+    connection.close()
+    assert failures == 0 and len(rows(store)) == 2 * (1 + 2 * 3)
+    assert all(entry["operations"]["baseline"]["multiply_adds"] > 0 for entry in timing)

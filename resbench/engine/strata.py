@@ -190,8 +190,7 @@ class StratifiedDesign:
             strata.append(stratum)
         return strata
 
-    def estimate(self, accuracies: Sequence[float], weights: TrialWeights | None = None
-                 ) -> tuple[float, float, float]:
+    def estimate(self, accuracies: Sequence[float]) -> tuple[float, float, float]:
         """Stratified mean ``W_0 clean + sum_h W_h mean_h`` of a cell's trials (in trial order) and its 95%
         interval: each stratum's bounded bootstrap, independent across strata, combined with the exact
         weights; the cell's one pseudo-trial per side (:mod:`resbench.statistics`) is shared by the strata in
@@ -221,7 +220,7 @@ class StratifiedDesign:
 
 def stratum_spread(sample: Sequence[float], trials: int) -> float:
     """``V_h(n)`` of the module docstring for ``trials`` trials like ``sample``: the sampling variance of the
-    stratum's mean plus the squared shift of the bounded bootstrap's pseudo-trial at the far end of [0, 100]."""
+    stratum's mean plus the squared shift one unseen trial at the far end of [0, 100] would cause."""
     values = np.asarray(sample, dtype=float)
     variance = float(values.var(ddof=1)) if values.size > 1 else 0.0
     mean = float(values.mean())

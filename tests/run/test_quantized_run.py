@@ -64,7 +64,10 @@ def test_ranger_on_a_residual_cnn_runs_on_torch_ao_kernels(write_suite: Any, tmp
                  "--no-progress"]) == 0
     with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as connection:
         failures = connection.execute("SELECT count(*) FROM failures").fetchone()[0]
-        timing = [json.loads(text) for (text,) in connection.execute("SELECT timing FROM cells WHERE ber = 0")]
+        timing = dict(connection.execute("SELECT method, timing FROM cells WHERE ber = 0").fetchall())
     connection.close()
     assert failures == 0 and len(rows(store)) == 2 * (1 + 2 * 3)
-    assert all(entry["operations"]["baseline"]["multiply_adds"] > 0 for entry in timing)
+    operations = {method: json.loads(text)["operations"] for method, text in timing.items()}
+    assert all(counts["baseline"]["multiply_adds"] > 0 for counts in operations.values())
+    # Against the unprotected model on the same kernels: the unprotected model adds nothing.
+    assert operations["none"]["baseline"] == operations["none"]["protected"]

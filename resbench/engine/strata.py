@@ -171,33 +171,47 @@ class StratifiedDesign:
         """The stratum of the next trial, given the accuracies so far per stratum (``samples[h]``,
         index 0 unused): round robin until each sampled stratum has its pilot, then the largest drop in
         the interval's spread (module docstring; the lowest stratum on a tie)."""
+        return self._next([_Moments.of(sample) for sample in samples])
+
+    def _next(self, moments: Sequence[_Moments]) -> int:
         sampled = self.sampled
-        counts = [len(samples[stratum]) for stratum in sampled]
+        counts = [moments[stratum].count for stratum in sampled]
         if min(counts) < self.pilot:
             return sampled[counts.index(min(counts))]
-        gains = [self.weights[stratum] ** 2 * (stratum_spread(samples[stratum], count)
-                                               - stratum_spread(samples[stratum], count + 1))
+        gains = [self.weights[stratum] ** 2 * (moments[stratum].spread(count) - moments[stratum].spread(count + 1))
                  for stratum, count in zip(sampled, counts, strict=True)]
-        return sampled[int(np.argmax(gains))]
+        return sampled[gains.index(max(gains))]
 
-    def strata_of(self, accuracies: Sequence[float]) -> list[int]:
-        """The stratum of each trial of a cell, replayed from its accuracies in trial order."""
+    def _replay(self, accuracies: Sequence[float]) -> tuple[list[int], list[list[float]], list[_Moments]]:
+        """The stratum of each trial (in trial order), the accuracies per stratum and their running moments:
+        one pass, constant work per trial."""
+        moments = [_Moments() for _ in self.weights]
         samples: list[list[float]] = [[] for _ in self.weights]
         strata = []
         for accuracy in accuracies:
-            stratum = self.next_stratum(samples)
+            stratum = self._next(moments)
+            moments[stratum].add(float(accuracy))
             samples[stratum].append(float(accuracy))
             strata.append(stratum)
-        return strata
+        return strata, samples, moments
+
+    def strata_of(self, accuracies: Sequence[float]) -> list[int]:
+        """The stratum of each trial of a cell, replayed from its accuracies in trial order."""
+        return self._replay(accuracies)[0]
+
+    def next_trial(self, accuracies: Sequence[float]) -> tuple[int, int]:
+        """After a cell's trials (accuracies in trial order): the stratum of its next trial, and how many
+        trials that stratum holds already (the next one's rank in it)."""
+        _, _, moments = self._replay(accuracies)
+        stratum = self._next(moments)
+        return stratum, moments[stratum].count
 
     def estimate(self, accuracies: Sequence[float]) -> tuple[float, float, float]:
         """Stratified mean ``W_0 clean + sum_h W_h mean_h`` of a cell's trials (in trial order) and its 95%
         interval: each stratum's bounded bootstrap, independent across strata, combined with the exact
         weights; the cell's one pseudo-trial per side (:mod:`resbench.statistics`) is shared by the strata in
         proportion to their trials. NaN and the whole range while a sampled stratum has no trial."""
-        samples: list[list[float]] = [[] for _ in self.weights]
-        for stratum, accuracy in zip(self.strata_of(accuracies), accuracies, strict=True):
-            samples[stratum].append(float(accuracy))
+        _, samples, _ = self._replay(accuracies)
         mean, draws = self.weights[0] * self.clean, np.full(1, self.weights[0] * self.clean)
         for stratum in self.sampled:
             sample = np.asarray(samples[stratum], dtype=float)
@@ -218,10 +232,35 @@ class StratifiedDesign:
         return fault_free, fault_free + 100.0 * (1 - self.weights[0])
 
 
+@dataclass
+class _Moments:
+    """Count, mean and sum of squared deviations of a stratum's accuracies, updated one trial at a time
+    (Welford 1962, *Technometrics* 4(3)), so replaying a cell's allocation costs constant work per trial."""
+
+    count: int = 0
+    mean: float = 0.0
+    squares: float = 0.0
+
+    @classmethod
+    def of(cls, sample: Sequence[float]) -> _Moments:
+        moments = cls()
+        for value in sample:
+            moments.add(float(value))
+        return moments
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self.squares += delta * (value - self.mean)
+
+    def spread(self, trials: int) -> float:
+        """``V_h(n)`` of the module docstring for ``trials`` trials like these."""
+        variance = self.squares / (self.count - 1) if self.count > 1 else 0.0
+        return variance / trials + (max(self.mean, 100.0 - self.mean) / (trials + 1)) ** 2
+
+
 def stratum_spread(sample: Sequence[float], trials: int) -> float:
     """``V_h(n)`` of the module docstring for ``trials`` trials like ``sample``: the sampling variance of the
     stratum's mean plus the squared shift one unseen trial at the far end of [0, 100] would cause."""
-    values = np.asarray(sample, dtype=float)
-    variance = float(values.var(ddof=1)) if values.size > 1 else 0.0
-    mean = float(values.mean())
-    return variance / trials + (max(mean, 100.0 - mean) / (trials + 1)) ** 2
+    return _Moments.of(sample).spread(trials)

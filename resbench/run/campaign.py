@@ -137,12 +137,8 @@ def _stratified_draw(plan: CampaignPlan, index: int, accuracies: list[float]) ->
     stratum its design picks, sites from the trial seed of the stratum's next trial."""
     design = plan.designs[index]
     assert isinstance(design, StratifiedDesign)  # stratified plans hold one per cell
-    strata = design.strata_of(accuracies)
-    samples: list[list[float]] = [[] for _ in design.weights]
-    for stratum, accuracy in zip(strata, accuracies, strict=True):
-        samples[stratum].append(accuracy)
-    stratum = design.next_stratum(samples)
-    seed = plan.trial_seed(len(samples[stratum]))
+    stratum, rank = design.next_trial(accuracies)
+    seed = plan.trial_seed(rank)
     return _Draw(plan.strata[index].sample(stratum, seed), seed, stratum)
 
 

@@ -161,6 +161,7 @@ class PrefixReuse:
                  injector: Injector) -> None:
         self.model, self.program, self.data, self.readers, self.cuts = model, program, data, readers, cuts
         self.kept, self.clean_logits, self.injector = kept, clean_logits, injector
+        self._offsets = np.asarray(injector.layout.offsets, dtype=np.int64)
         #: Bytes the kept clean values take (each storage counted once).
         self.stored_bytes = _distinct_bytes([value for values in kept.values() for value in values])
         #: Nodes recomputed and batches answered by an early exit in the last trial (for benchmarks and tests).
@@ -193,8 +194,7 @@ class PrefixReuse:
         return cls(model, program, data, readers, cuts, kept, logits, injector)
 
     def _faulted_tensors(self, sites: FaultSites) -> np.ndarray:
-        offsets = np.asarray(self.injector.layout.offsets, dtype=np.int64)
-        return np.unique(np.searchsorted(offsets, sites.touched, side="right") - 1)
+        return np.unique(np.searchsorted(self._offsets, sites.touched, side="right") - 1)
 
     @torch.inference_mode()
     def logits(self, sites: FaultSites) -> torch.Tensor:

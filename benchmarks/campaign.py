@@ -29,6 +29,7 @@ from torch import nn
 from resbench.cache import ArtifactCache
 from resbench.config import TrialPolicy
 from resbench.datasets import load_dataset
+from resbench.engine.allocator import keep_freed_memory
 from resbench.engine.evaluation import (
     EvaluationData,
     load_evaluation_data,
@@ -115,7 +116,9 @@ def main() -> None:
     args = parser.parse_args()
     trials = args.trials or (8 if args.quick else 30)
     torch.set_num_threads(args.threads)
-    print(f"cpu, {args.threads} thread(s), fp32, bitflip, conditional sampling (every trial has a flip), "
+    allocator = "freed memory kept, as in campaigns" if keep_freed_memory() else "the system's settings"
+    print(f"cpu, {args.threads} thread(s), allocator: {allocator}, fp32, bitflip, conditional sampling (every trial "
+          "has a flip), "
           f"{trials} trials per BER; ratio = wall / (trials x clean pass)")
     print(f"{'model':<9} {'BER':>7} {'flips/trial':>11} {'clean ms':>9} {'full pass':>9} {'reuse':>7} "
           f"{'same rows':>9}")

@@ -38,6 +38,7 @@ from resbench_plugins.ranger import ClampedActivation, FollowingClamp
 from torch import nn
 from torch.nn.utils import parametrize
 
+from resbench.engine.allocator import keep_freed_memory
 from resbench.engine.evaluation import EvaluationData, predict_logits
 from resbench.engine.formats import resolve_format
 from resbench.engine.injection import Injector
@@ -182,8 +183,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    allocator = "freed memory kept, as in campaigns" if keep_freed_memory() else "the system's settings"
     print(f"device cpu, {args.threads} thread(s), {args.images} images, batch {args.batch_size}, fp32, "
-          f"{args.repeats} interleaved passes; overhead % against none: median [95% interval]")
+          f"{args.repeats} interleaved passes, allocator: {allocator}; overhead % against none: median [95% interval]")
     print(f"{'model':<9} {'method':<16} {'resbench %':>24} {'reference %':>24} {'same logits':>11} {'verdict':>8}")
     for model_name in args.models.split(","):
         image_shape = IMAGE_SHAPES.get(model_name, DEFAULT_SHAPE)

@@ -483,10 +483,17 @@ def _inference_cost_columns(timing: str) -> dict[str, object]:
     return {
         "added_multiply_adds": added["multiply_adds"],
         "added_elementwise": added["elementwise"],
-        "overhead_conditions": (f"{conditions['device']}, {conditions['threads']} threads, batch "
-                                f"{conditions['batch_size']}, {conditions['images']} images") if conditions else "",
+        "overhead_conditions": ", ".join([f"{conditions['device']}", f"{conditions['threads']} threads",
+                                          f"batch {conditions['batch_size']}", f"{conditions['images']} images",
+                                          *_allocator(conditions)]) if conditions else "",
         "overhead_wide": not (high - low <= WIDE_OVERHEAD_POINTS),
     }
+
+
+def _allocator(conditions: dict[str, Any]) -> list[str]:
+    """How freed memory was handled while timing (:mod:`resbench.engine.allocator`), where the record says."""
+    allocator = conditions.get("allocator")
+    return [] if allocator is None else ["freed memory kept" if allocator == "freed memory kept" else "system malloc"]
 
 
 def _added_values(fault_space: str) -> int:

@@ -39,6 +39,7 @@ from resbench.cache import ArtifactCache
 from resbench.config import ComponentSpec, Suite
 from resbench.datasets import DatasetSplits, load_dataset
 from resbench.engine.activation_faults import ActivationFaultModel
+from resbench.engine.allocator import keep_freed_memory
 from resbench.engine.deployment import deploy_model
 from resbench.engine.estimator import CellDesign, effective_sampling, zero_flip_probability
 from resbench.engine.evaluation import (
@@ -493,6 +494,7 @@ class BaselineJob(_BeforeGroups):
     lost_phase: ClassVar[str] = "baseline"
 
     def __call__(self) -> Iterator[JobOutput]:
+        keep_freed_memory()
         group = self.groups[0]
         phase = "load"
         try:
@@ -512,6 +514,7 @@ class PrepareJob(_BeforeGroups):
     lost_phase: ClassVar[str] = "prepare"
 
     def __call__(self) -> Iterator[JobOutput]:
+        keep_freed_memory()
         group = self.groups[0]
         phase = "load"
         try:
@@ -544,6 +547,7 @@ class GroupJob(_Scheduled):
     describe: bool = True
 
     def __call__(self) -> Iterator[JobOutput]:
+        keep_freed_memory()
         context, group = self.context, self.group
         phase = "load"
         try:

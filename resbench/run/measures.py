@@ -20,6 +20,7 @@ import time
 import torch
 from torch import nn
 
+from resbench.engine.allocator import keep_freed_memory
 from resbench.engine.evaluation import EvaluationData, predict_logits
 from resbench.engine.operations import count_operations
 
@@ -77,5 +78,6 @@ def inference_cost(baseline: nn.Module, protected: nn.Module, data: EvaluationDa
         count = count_operations(model, images)
         operations[which] = {"multiply_adds": count.multiply_adds, "elementwise": count.elementwise}
     conditions = {"device": str(data.images.device), "threads": torch.get_num_threads(),
-                  "batch_size": data.batch_size, "images": data.size}
+                  "batch_size": data.batch_size, "images": data.size,
+                  "allocator": "freed memory kept" if keep_freed_memory() else "system"}
     return {"conditions": conditions, "operations": operations}

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from resbench.engine.allocator import keep_freed_memory
 from resbench.engine.operations import count_operations
 from resbench.report.display import display_frame, legend
 from resbench.report.tables import build_leaderboard
@@ -42,14 +43,15 @@ def test_a_clamp_adds_one_elementwise_operation_per_activation_and_no_multiply_a
     added = {key: operations["protected"][key] - operations["baseline"][key]
              for key in ("multiply_adds", "elementwise")}
     assert added == {"multiply_adds": 0, "elementwise": 8}
-    assert cost["conditions"] == {"device": "cpu", "threads": torch.get_num_threads(), "batch_size": 5, "images": 5}
+    assert cost["conditions"] == {"device": "cpu", "threads": torch.get_num_threads(), "batch_size": 5, "images": 5,
+                                  "allocator": "freed memory kept" if keep_freed_memory() else "system"}
 
 
-def _timing(spread: float) -> str:
+def _timing(spread: float, **conditions: object) -> str:
     baseline = [1.0 + 0.001 * index for index in range(15)]
     protected = [value * (1.1 + spread * (index % 3 - 1)) for index, value in enumerate(baseline)]
     return json.dumps({"baseline": baseline, "protected": protected,
-                       "conditions": {"device": "cpu", "threads": 2, "batch_size": 1024, "images": 1000},
+                       "conditions": {"device": "cpu", "threads": 2, "batch_size": 1024, "images": 1000, **conditions},
                        "operations": {"baseline": {"multiply_adds": 1000.0, "elementwise": 500.0},
                                       "protected": {"multiply_adds": 1000.0, "elementwise": 2500.0}}})
 
@@ -64,3 +66,12 @@ def test_the_leaderboard_shows_added_operations_conditions_and_marks_a_wide_inte
         assert shown.loc["guard", "added ops"] == "+0.0k / +2.0k"
         assert shown.loc["guard", "overhead %"].endswith("(wide)") == wide
         assert "Overhead timed on cpu, 2 threads, batch 1024, 1000 images." in legend(table)
+
+
+def test_the_leaderboard_says_how_freed_memory_was_handled_where_the_cell_records_it(tmp_path: Path) -> None:
+    for allocator, shown in (("freed memory kept", ", freed memory kept."), ("system", ", system malloc.")):
+        store = tmp_path / f"{allocator}.sqlite"
+        store_with(store, CURVES, timing=_timing(0.01, allocator=allocator))
+        with ResultStore(store) as results:
+            [table] = build_leaderboard(results.cells_frame(), results.trials_frame())
+        assert f"Overhead timed on cpu, 2 threads, batch 1024, 1000 images{shown}" in legend(table)

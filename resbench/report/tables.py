@@ -428,7 +428,8 @@ def _method_result(
                               "seeds": len(curves)}
     pooled_draws = np.mean([curve.draws() for curve in curves.values()], axis=0)
     pooled_means = np.mean([curve.means() for curve in curves.values()], axis=0)
-    means, lows, highs, counts, flip_trials = [], [], [], [], []
+    means, lows, highs, flip_trials = [], [], [], []
+    counts: list[int] = []  # the trials of each cell (seed and BER)
     for index, ber in enumerate(bers):
         key = format_ber(ber)
         present = [curve.cells[index] for curve in curves.values() if curve.cells[index] is not None]
@@ -451,7 +452,7 @@ def _method_result(
         means.append(mean)
         lows.append(min(low, mean))
         highs.append(max(high, mean))
-        counts.append(min(cell.accuracies.size for cell in cells_here))
+        counts.extend(cell.accuracies.size for cell in cells_here)
         flip_trials.append(min(_flip_count(cell.frame) for cell in cells_here))
     score_draws, per_seed = _scores(curves, bers, reference)
     span = covered_range(bers) if bers else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -12,7 +13,7 @@ from resbench.datasets.files import FILE_DATASET, FILE_SUFFIXES
 from resbench.engine.bers import sorted_bers
 from resbench.errors import UsageError
 from resbench.models.factory import FACTORY_MODEL, is_factory_name
-from resbench.options import format_validation_error
+from resbench.options import format_validation_error, numbers_not_booleans
 
 __all__ = [
     "SUITE_VERSION",
@@ -62,6 +63,11 @@ class TrialPolicy(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, data: Any) -> Any:
+        return numbers_not_booleans(cls, data)
+
     trials: int = pydantic.Field(
         default=20, ge=1, le=100_000, description="trials per cell (minimum when adaptive)"
     )
@@ -106,6 +112,11 @@ class Guards(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, data: Any) -> Any:
+        return numbers_not_booleans(cls, data)
+
     max_clean_drop: float = pydantic.Field(
         default=5.0, ge=0, le=100,
         description="points of clean accuracy a method may lose against the unprotected model in the same format",
@@ -123,6 +134,11 @@ class Suite(pydantic.BaseModel):
     """A benchmark suite: every combination of its lists is one cell of the campaign."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, data: Any) -> Any:
+        return numbers_not_booleans(cls, data)
 
     version: Literal[1] = SUITE_VERSION
     name: str = "custom"
@@ -194,7 +210,7 @@ class Suite(pydantic.BaseModel):
     @pydantic.field_validator("trials", mode="before")
     @classmethod
     def _trials_shorthand(cls, value: Any) -> Any:
-        return {"trials": value} if isinstance(value, int) else value
+        return {"trials": value} if isinstance(value, int | str | float) else value  # trials: 30
 
 
 def _factory_spec(item: Any) -> Any:
@@ -229,6 +245,21 @@ def parse_suite(data: Any, source: str) -> Suite:
         raise UsageError(format_validation_error(error, source, Suite)) from None
 
 
+class _SuiteLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (first on line {seen[key].start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_suite(path: Path) -> Suite:
     """Read and validate a suite file; malformed YAML names the file and line."""
     try:
@@ -238,7 +269,7 @@ def load_suite(path: Path) -> Suite:
     except UnicodeDecodeError:
         raise UsageError(f"{path}: cannot read suite file: not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SuiteLoader)  # a SafeLoader that refuses repeated keys
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)

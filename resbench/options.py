@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -10,13 +11,58 @@ import pydantic
 
 from resbench.errors import UsageError
 
-__all__ = ["NoOptions", "Options", "describe_options", "format_validation_error", "validate_options"]
+__all__ = ["NoOptions", "Options", "describe_options", "format_validation_error", "numbers_not_booleans",
+           "validate_options"]
+
+
+def _is_number(annotation: Any) -> bool:
+    """Whether a field holds a number (``int``, ``float``, possibly ``Annotated`` or ``| None``), not a bool."""
+    if annotation in (int, float):
+        return True
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _is_number(arguments[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_number(argument) for argument in arguments) and bool not in arguments
+    return False
+
+
+def _holds_numbers(annotation: Any) -> bool:
+    """Whether a field holds a list or tuple of numbers."""
+    return typing.get_origin(annotation) in (list, tuple) and all(
+        _is_number(argument) for argument in typing.get_args(annotation) if argument is not Ellipsis)
+
+
+def numbers_not_booleans(model: type[pydantic.BaseModel], data: Any) -> Any:
+    """``data`` with ``true``/``false`` given where ``model`` wants a number written as the words they were:
+    pydantic then refuses them with the key and what it got (Python counts a bool as the number 1 or 0,
+    which would turn ``trials: true`` into one trial)."""
+    if not isinstance(data, dict):
+        return data
+
+    def spelled(value: Any) -> Any:
+        return str(value).lower() if isinstance(value, bool) else value
+
+    fixed = dict(data)
+    for name, field in model.model_fields.items():
+        value = fixed.get(name)
+        if isinstance(value, bool) and _is_number(field.annotation):
+            fixed[name] = spelled(value)
+        elif isinstance(value, list) and _holds_numbers(field.annotation):
+            fixed[name] = [spelled(item) for item in value]
+    return fixed
 
 
 class Options(pydantic.BaseModel):
-    """Options of one plugin item. Unknown fields are refused, so a misspelt key is an error."""
+    """Options of one plugin item. Unknown fields are refused, so a misspelt key is an error, and a number
+    option refuses ``true``/``false``."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, data: Any) -> Any:
+        return numbers_not_booleans(cls, data)
 
 
 class NoOptions(Options):
@@ -73,7 +119,8 @@ def format_validation_error(error: pydantic.ValidationError, where: str, model: 
                 if allowed_range:
                     message += f" (allowed range: {allowed_range})"
             # A validator's own message (value_error) already says what it got.
-            if "input" in problem and problem["type"] != "value_error" and not isinstance(problem["input"], dict):
+            if ("input" in problem and problem["type"] != "value_error" and not isinstance(problem["input"], dict)
+                    and "got " not in message):
                 message += f", got {problem['input']!r}"
         prefix = f"{where}: {location}" if location else where
         lines.append(f"{prefix}: {message}")

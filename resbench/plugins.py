@@ -37,6 +37,7 @@ __all__ = [
     "Registries",
     "get_registries",
     "hookimpl",
+    "provider_versions",
     "reset_registries",
     "third_party_disabled",
 ]
@@ -257,6 +258,15 @@ def _build() -> Registries:
 def get_registries() -> Registries:
     """Load all plugins once and return the filled registries."""
     return _build()
+
+
+def provider_versions(*items: tuple[str, str]) -> dict[str, str]:
+    """``{plugin: version}`` of the plugins providing the given ``(family, name)`` items (``("faults",
+    "bitflip")``): what cell identities and cache keys record, so that results of another version of a
+    plugin are never taken for this one's."""
+    registries = get_registries()
+    providers = {registries.families[family].resolve(name)[0].plugin for family, name in items}
+    return {plugin: registries.plugins[plugin].version for plugin in sorted(providers)}
 
 
 def reset_registries() -> None:

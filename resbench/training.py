@@ -354,11 +354,12 @@ def baseline_key(
     model_name: str, model_options: dict[str, Any], splits: DatasetSplits, seed: int, options: TrainingOptions
 ) -> dict[str, Any]:
     """Everything that determines a trained baseline (the artifact cache key)."""
-    from resbench.plugins import get_registries
+    from resbench.plugins import get_registries, provider_versions
 
     _, validated = get_registries().models.options_for(model_name, model_options, where=f"model {model_name}")
     return {
         "model": model_name,
+        "model_plugins": provider_versions(("models", model_name)),
         "model_options": validated.model_dump(mode="json"),
         "image_shape": list(splits.image_shape),
         "num_classes": splits.num_classes,

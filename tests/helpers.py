@@ -99,6 +99,7 @@ def store_with(path: Path, curves: dict[str, tuple[float, dict[float, list[float
                                   run_id)
                 store.add_trials([make_trial(cell_id, i, a, flips=0 if ber == 0 else flips)
                                   for i, a in enumerate(accuracies)], run_id)
+        store.finish_run(run_id)
 
 
 #: A tiny suite file: one synthetic dataset, the test MLP, fp16, a few trials.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,3 +148,44 @@ def test_seeds_and_sampling() -> None:
     for bad in ({"seeds": [0, 0]}, {"seeds": [1], "seed": 2}, {"seeds": [-1]}, {"trials": {"sampling": "x"}}):
         with pytest.raises(UsageError):
             parse_suite(bad, "t")
+
+
+@pytest.mark.parametrize(("text", "line", "key"), [
+    ("version: 1\nseed: 0\nbers: [1.0e-5]\nseed: 1\n", 4, "'seed' is given twice (first on line 2)"),
+    ("version: 1\ntrials: {trials: 4, trials: 8}\n", 2, "'trials' is given twice"),
+    ("version: 1\nmethods:\n  - {name: ranger, granularity: layer, granularity: channel}\n", 3,
+     "'granularity' is given twice"),
+])
+def test_a_key_given_twice_is_refused_not_overwritten(write_suite: WriteSuite, text: str, line: int,
+                                                      key: str) -> None:
+    with pytest.raises(UsageError, match=rf"line {line}: malformed YAML: {re.escape(key)}"):
+        load_suite(write_suite(text))
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("bers: [true]", "bers.0"),
+    ("trials: true", "trials.trials"),
+    ("trials: {trials: 3, max_trials: false, ci_halfwidth: 1.0}", "trials.max_trials"),
+    ("seed: true", "seed"),
+    ("seeds: [0, true]", "seeds.1"),
+    ("eval_batch_size: true", "eval_batch_size"),
+    ("guards: {max_clean_drop: true}", "guards.max_clean_drop"),
+])
+def test_true_or_false_is_not_taken_for_a_number(write_suite: WriteSuite, text: str, where: str) -> None:
+    with pytest.raises(UsageError, match=rf": {where}: Input should be a valid (integer|number).*got '(true|false)'"):
+        load_suite(write_suite(f"version: 1\n{text}\n"))
+
+
+def test_a_plugin_option_that_is_a_number_refuses_a_boolean_and_a_boolean_option_takes_one() -> None:
+    from resbench.options import Options, validate_options
+
+    class Burst(Options):
+        width: int = 2
+        scale: float | None = None
+        sizes: list[int] = []
+        exact: bool = False
+
+    for raw in ({"width": True}, {"scale": False}, {"sizes": [1, True]}):
+        with pytest.raises(UsageError, match=r"got '(true|false)'"):
+            validate_options(Burst, raw, "fault model burst")
+    assert validate_options(Burst, {"exact": True, "width": 3}, "fault model burst") == Burst(exact=True, width=3)

@@ -33,7 +33,25 @@ def load_leaderboard(store_path: Path) -> tuple[list[LeaderboardTable], Any]:
         failed = store.failures_frame()["cell_id"]
     trials = trials[~trials["cell_id"].isin(failed)]
     tables = build_leaderboard(cells, trials)
-    return [dataclasses.replace(table, provenance=_provenance(table, cells, runs)) for table in tables], trials
+    return [dataclasses.replace(table, provenance=_provenance(table, cells, runs),
+                                notes=(*table.notes, *_unfinished(table, cells, trials, runs)))
+            for table in tables], trials
+
+
+def _unfinished(table: LeaderboardTable, cells: Any, trials: Any, runs: Any) -> list[str]:
+    """A note when the newest run that wrote ``table``'s cells has not finished (it was interrupted, or it is
+    still running): its cells may be missing, or hold fewer trials than its suite asks."""
+    wrote = {*cells[cells["cell_id"].isin(table.cell_ids)]["run_id"],
+             *trials[trials["cell_id"].isin(table.cell_ids)]["run_id"]}
+    if not wrote:
+        return []
+    newest = runs[runs["run_id"] == max(wrote)]
+    if newest.empty or not newest["finished"].isna().all():
+        return []
+    started = str(newest["started"].iloc[0])
+    return [f"Incomplete: the last run that wrote this table (started {started}) has not finished (interrupted, or "
+            "still running), so cells may be missing or hold fewer trials than its suite asks; run the same command "
+            "again to complete them."]
 
 
 def _provenance(table: LeaderboardTable, cells: Any, runs: Any) -> dict[str, Any]:

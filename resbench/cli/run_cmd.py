@@ -171,7 +171,7 @@ class RunCommand:
         print(
             f"{summary.cells} cells, {summary.trials_run} trials run{replaced}, "
             f"{summary.trials_skipped} already stored; "
-            f"{summary.seconds:.1f} s ({phases}). Store: {args.store}; reports: {report_dir}"
+            f"{summary.seconds:.1f} s{f' ({phases})' if phases else ''}. Store: {args.store}; reports: {report_dir}"
         )
         if summary.failures:
             if getattr(args, "verbose", False):

@@ -6,6 +6,7 @@ implement. :func:`load_dataset` looks a name up in the registry, validates its o
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,12 @@ def load_dataset(name: str, options: dict[str, Any] | None = None, data_root: Pa
 
     Unknown names and invalid options raise :class:`resbench.errors.UsageError` with one clear line.
     """
-    from resbench.plugins import get_registries
+    from resbench.plugins import get_registries, provider_versions
 
     root = Path(data_root) if data_root is not None else None
     built = get_registries().datasets.build(name, options, where=f"dataset {name}",
                                             call=lambda factory, validated: factory(validated, root))
     splits: DatasetSplits = built.value
-    return splits
+    # Baselines are cached under the key: data from another version of the providing plugin is other data.
+    key = {**(splits.key or {"name": splits.name}), "plugins": provider_versions(("datasets", name))}
+    return dataclasses.replace(splits, key=key)

@@ -43,11 +43,12 @@ COLUMN_HELP: dict[str, str] = {
     "(device, threads, batch, images); (wide) marks an interval wider than 20 points, too wide to read; timings "
     "vary between machines and runs",
     "prepare s": "time spent preparing the method: profiling, threshold search, post-training (0 for none)",
-    "trials": "the number of trials behind each BER of the row, as a range when it differs between BERs "
-    "(adaptive: a BER stops when its interval half-width is below the target or at the maximum)",
+    "trials": "the number of trials behind each BER of the row (per seed), as a range when it differs between BERs "
+    "or seeds (adaptive: a BER stops when its interval half-width is below the target or at the maximum)",
     "citation": "the paper the method comes from",
-    "plugins": "the plugins that computed the row, with their versions (the method's and its parts'); rows "
-    "computed by other versions are other cells, never pooled into this one",
+    "plugins": "the plugins that computed the row, with their versions (the method's and its parts'; the table's "
+    "note names third-party plugins behind its model, dataset, format or fault model); rows computed by other "
+    "versions are other cells, never pooled into this one",
     "accuracy %": "faults in activations, one per inference: accuracy in % of inferences (trials x test images), "
     "with its 95% Wilson interval",
     "SDC %": "faults in activations, one per inference: silent data corruptions (top-1 differs from the "

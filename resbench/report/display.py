@@ -171,11 +171,16 @@ def _timing_conditions(table: LeaderboardTable) -> str:
     return f" Overhead timed on {'; '.join(conditions)}." if conditions else ""
 
 
+def _setup_plugins(table: LeaderboardTable) -> str:
+    plugins = sorted({str(value) for value in table.rows.get("setup_plugins", []) if value})
+    return f" Model, dataset, format or fault model from: {'; '.join(plugins)}." if plugins else ""
+
+
 def _weight_legend(table: LeaderboardTable) -> str:
     trials = _trials_of(table)
     return (f"*{table.description} {trials} trials per BER (one sampled fault pattern each); faults "
-            f"({table.fault_model}) in the stored {table.format} values.{_timing_conditions(table)} Columns are "
-            "defined in results/README.md.*")
+            f"({table.fault_model}) in the stored {table.format} values.{_setup_plugins(table)}"
+            f"{_timing_conditions(table)} Columns are defined in results/README.md.*")
 
 
 # -- activation faults: rates with Wilson intervals -------------------------------------------------------------
@@ -225,11 +230,11 @@ def _activation_legend(table: LeaderboardTable) -> str:
     where = f"faults ({table.fault_model}) in conv/linear outputs unless the fault model says otherwise"
     if table.per_inference:
         return (f"*One single-bit flip per inference, {where}; rates in % of inferences ({trials} trials x the test "
-                "split) with 95% Wilson intervals; ranked by accuracy under faults. Columns are defined in "
-                "results/README.md.*")
+                f"split) with 95% Wilson intervals; ranked by accuracy under faults.{_setup_plugins(table)} Columns "
+                "are defined in results/README.md.*")
     return (f"*Every output bit flips with probability BER, anew for every image, {where}; accuracy: mean over "
-            f"{trials} trials [95% interval]; SDC in % of inferences with 95% Wilson intervals. Columns are "
-            "defined in results/README.md.*")
+            f"{trials} trials [95% interval]; SDC in % of inferences with 95% Wilson intervals.{_setup_plugins(table)}"
+            " Columns are defined in results/README.md.*")
 
 
 # -- one view per fault target --------------------------------------------------------------------------------

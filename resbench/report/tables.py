@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from resbench.engine.strata import STRATA
+from resbench.plugins import BUILTIN_PLUGINS
 from resbench.report.activation_rates import activation_columns, rank_single_fault_rows
 from resbench.report.keys import format_ber
 from resbench.report.score import REFERENCE_RANGE, covered_range, resilience_score
@@ -110,11 +111,16 @@ class LeaderboardTable:
         ranges = sorted({str(value) for value in self.rows.get("score_range", pd.Series(dtype=str)) if value})
         seeds = ", ".join(str(seed) for seed in self.seeds)
         reference = f"{format_ber(REFERENCE_RANGE[0])}..{format_ber(REFERENCE_RANGE[1])}"
-        span = (f"averaged over log10 BER {', '.join(ranges)}" if ranges else
-                f"none, the sweep spans no part of the reference range {reference}")
-        text = (f"Accuracy (%): estimated mean over fault patterns [95% interval]. Score: chance-corrected "
-                f"accuracy {span} (0 = chance, 1 = no loss). Seeds: {seeds}. Rank: methods marked = are "
-                "statistically tied.")
+        if ranges:
+            score = (f"Score: chance-corrected accuracy averaged over log10 BER {', '.join(ranges)} (0 = chance, "
+                     "1 = no loss).")
+        elif len(self.bers) < 2:
+            score = ("Score: none (it averages chance-corrected accuracy over a span of log10 BER, and the sweep "
+                     f"has {len(self.bers)} BER).")
+        else:
+            score = f"Score: none (the sweep spans no part of the reference range {reference})."
+        text = (f"Accuracy (%): estimated mean over fault patterns [95% interval]. {score} Seeds: {seeds}. Rank: "
+                "methods marked = are statistically tied.")
         return " ".join([text, *self.notes])
     #: what the faults hit: ``weights`` or ``activations`` (see :mod:`resbench.report.activation_rates`)
     target: str = "weights"
@@ -142,6 +148,14 @@ def _plugins_of(definition: str) -> str:
     method = json.loads(definition).get("method", {})
     versions = method.get("plugins", {}) if isinstance(method, dict) else {}
     return ", ".join(f"{plugin} {version}" for plugin, version in sorted(versions.items())) or "unrecorded"
+
+
+def _setup_plugins_of(definition: str) -> str:
+    """The third-party plugins (``name version, ...``) providing a cell's model, dataset, format or fault model:
+    the built-in ones come with resbench."""
+    versions = json.loads(definition).get("plugins", {})
+    return ", ".join(f"{plugin} {version}" for plugin, version in sorted(versions.items())
+                     if plugin not in BUILTIN_PLUGINS)
 
 
 def _split_versions(cells: pd.DataFrame, trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -414,7 +428,8 @@ def _method_result(
                               "seeds": len(curves)}
     pooled_draws = np.mean([curve.draws() for curve in curves.values()], axis=0)
     pooled_means = np.mean([curve.means() for curve in curves.values()], axis=0)
-    means, lows, highs, counts, flip_trials = [], [], [], [], []
+    means, lows, highs, flip_trials = [], [], [], []
+    counts: list[int] = []  # the trials of each cell (seed and BER)
     for index, ber in enumerate(bers):
         key = format_ber(ber)
         present = [curve.cells[index] for curve in curves.values() if curve.cells[index] is not None]
@@ -437,7 +452,7 @@ def _method_result(
         means.append(mean)
         lows.append(min(low, mean))
         highs.append(max(high, mean))
-        counts.append(min(cell.accuracies.size for cell in cells_here))
+        counts.extend(cell.accuracies.size for cell in cells_here)
         flip_trials.append(min(_flip_count(cell.frame) for cell in cells_here))
     score_draws, per_seed = _scores(curves, bers, reference)
     span = covered_range(bers) if bers else None
@@ -461,6 +476,7 @@ def _method_result(
     row["flip_trials_min"] = min(flip_trials) if flip_trials else 0  # a missing BER counts as none
     row["citation"] = str(first["citation"])
     row["plugins"] = str(first["plugins"])
+    row["setup_plugins"] = str(first["setup_plugins"])
     row["notes"] = str(first["notes"])
     checksums = sorted({str(value) for value in cells.get("baseline_checksum", pd.Series(dtype=str)) if value})
     row["baseline_checksum"] = ",".join(checksum[:12] for checksum in checksums)
@@ -659,7 +675,8 @@ def build_leaderboard(cells: pd.DataFrame, trials: pd.DataFrame) -> list[Leaderb
     tables: list[LeaderboardTable] = []
     if cells.empty:
         return tables
-    cells = cells.assign(setup=cells["definition"].map(_setup_of), plugins=cells["definition"].map(_plugins_of))
+    cells = cells.assign(setup=cells["definition"].map(_setup_of), plugins=cells["definition"].map(_plugins_of),
+                         setup_plugins=cells["definition"].map(_setup_plugins_of))
     setups_per_name = cells.groupby(GROUP_COLUMNS)["setup"].nunique()
     for key, group_cells in cells.groupby([*GROUP_COLUMNS, "setup"], sort=True):
         dataset, model, number_format, fault_model, setup = (str(part) for part in key)

@@ -21,7 +21,7 @@ from resbench.engine.faults import FaultModel
 from resbench.engine.faultspace import FaultSpaceOptions
 from resbench.engine.formats import NumberFormat
 from resbench.models.factory import model_file_identity
-from resbench.plugins import get_registries
+from resbench.plugins import get_registries, provider_versions
 from resbench.run.campaign import trials_needed
 from resbench.run.validation import resolve_fault_models, resolve_formats
 from resbench.seeds import derive_seed
@@ -36,7 +36,8 @@ def method_identity(spec: ComponentSpec) -> dict[str, Any]:
     """The method's registered name, every option (defaults included: ``fitact`` and ``{name: fitact,
     <its defaults>}`` are one cell) and ``plugins``: the version of every plugin providing one of its parts
     (the method, a recipe's activation scheme and optimizer, a composition's parts). Rows computed by
-    another version of any of them belong to another cell."""
+    another version of any of them belong to another cell (as do those of another version of the plugin
+    providing the cell's model, dataset, format or fault model: :meth:`CellKeys.definition`)."""
     return _method_identity(spec.model_dump_json(), id(get_registries()))
 
 
@@ -60,14 +61,17 @@ def _collect_versions(identity: Any, versions: dict[str, str]) -> None:
 
 
 def plugin_versions(definition: str) -> dict[str, str]:
-    """The plugin versions recorded in a cell definition (empty for cells stored before they were)."""
-    method = json.loads(definition).get("method", {})
-    return dict(method.get("plugins", {})) if isinstance(method, dict) else {}
+    """The plugin versions recorded in a cell definition: its method's parts' and those providing its model,
+    dataset, format and fault model (empty for cells stored before they were recorded)."""
+    fields = json.loads(definition)
+    method = fields.get("method", {})
+    return {**(method.get("plugins", {}) if isinstance(method, dict) else {}), **fields.get("plugins", {})}
 
 
 def unversioned(definition: str) -> str:
-    """A cell definition without its method's plugin versions: equal for one cell computed by other versions."""
+    """A cell definition without its plugin versions: equal for one cell computed by other versions."""
     fields = json.loads(definition)
+    fields.pop("plugins", None)
     if isinstance(fields.get("method"), dict):
         fields["method"] = {key: value for key, value in fields["method"].items() if key != "plugins"}
     return json.dumps(fields, sort_keys=True)
@@ -132,6 +136,9 @@ class CellKeys:
                 "checkpoint": self.checkpoint_digest,
                 "sampling": effective_sampling(self.suite.trials.sampling, self.fault_model(fault_spec)),
                 "test_subset": TEST_SUBSET if "test_limit" in group.dataset_spec.options else None,
+                # Rows computed by another version of the plugin providing any of these are another cell.
+                "plugins": provider_versions(("models", group.model_spec.name), ("datasets", group.dataset_spec.name),
+                                             ("formats", group.format_spec.name), ("faults", fault_spec.name)),
                 **self.fault_model(fault_spec).definition_fields(),
             },
             sort_keys=True,

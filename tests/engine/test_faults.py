@@ -266,3 +266,62 @@ def test_a_bit_field_that_is_empty_in_the_format_is_a_usage_error() -> None:
     space = FaultSpaceLayout(("t0",), (1_000,), q.bits_per_element, q.bit_fields())
     with pytest.raises(UsageError, match="no bit"):
         BernoulliFaults(FaultModelOptions(bits=("integer",))).sample(space, [0.5], 0)
+
+
+class _Broken(FaultModel):
+    """A fault model that breaks one rule of ``sample_sites`` (which one: ``rule``)."""
+
+    name = "broken"
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(FaultModelOptions())
+        self.rule = rule
+
+    def sample_sites(self, layout: FaultSpaceLayout, bers: list[float], allowed: np.ndarray,
+                     generators: list[np.random.Generator]) -> list[FaultSites]:
+        draw = np.random.default_rng() if self.rule == "unseeded" else generators[0]
+        drawn = draw.integers(layout.total_elements - 1, size=3 * len(bers))  # nested: a prefix per BER
+        sites = []
+        for index, ber in enumerate(bers):
+            elements = np.sort(drawn[: 3 * (index + 1)])
+            if self.rule == "element":
+                elements[-1] = layout.total_elements
+            if self.rule == "nested":
+                elements = np.arange(index, index + 3)
+            bits = np.full(elements.size, 40 if self.rule == "bit" else 3)
+            sites.append(FaultSites(layout, elements, bits, "flip", 0.5 if self.rule == "label" else ber))
+        return sites
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ("element", "outside the fault space (0..99)"),
+    ("bit", "bit positions [40] at BER 0.0001, outside the allowed bits"),
+    ("nested", "sites at BER 0.0001 missing at BER 0.001; sites must be nested"),
+    ("label", "labelled the sites of BER 0.0001 with BER 0.5"),
+    ("unseeded", "gave other sites for the same seed"),
+])
+def test_sites_that_break_the_contract_are_refused_naming_the_rule(rule: str, message: str) -> None:
+    with pytest.raises(ValueError, match="fault model broken: sample_sites") as refused:
+        _Broken(rule).sample(layout(100), [1e-4, 1e-3], seed=7)
+    assert message in str(refused.value)
+
+
+def test_a_model_keeping_the_rules_passes_and_a_site_drawn_twice_is_allowed() -> None:
+    class Twice(FaultModel):
+        name = "twice"
+
+        def sample_sites(self, layout: FaultSpaceLayout, bers: list[float], allowed: np.ndarray,
+                         generators: list[np.random.Generator]) -> list[FaultSites]:
+            element = int(generators[0].integers(layout.total_elements))
+            return [FaultSites(layout, np.array([element, element]), np.array([5, 5]), "flip", ber) for ber in bers]
+
+    [low, high] = Twice(FaultModelOptions()).sample(layout(100), [1e-4, 1e-3], seed=3)
+    assert low.num_flips == high.num_flips == 2 and low.masks.size == 0  # the two flips cancel
+
+
+@pytest.mark.usefixtures("engine_registries")
+@pytest.mark.parametrize("name", ["bitflip", "bitflip-count", "rrelu-legacy", "stuck-at-0", "stuck-at-1"])
+def test_every_built_in_fault_model_keeps_the_rules(name: str) -> None:
+    model = resolve_fault_model(name)
+    for seed in range(20):
+        model.sample(layout(300, 50), [1e-4, 1e-3, 1e-2], seed)  # check_sites raises on any broken rule

@@ -343,3 +343,15 @@ def test_a_difference_is_marked_significant_only_when_its_interval_agrees(tmp_pa
     shown = differences_frame(table).iloc[0]
     assert not shown[f"BER {format_ber(1e-4)}"].endswith("*")
     assert shown[f"BER {format_ber(1e-5)}"].endswith("*")
+
+
+def test_the_trial_count_of_seeds_with_unequal_trials_is_their_range(tmp_path: Path) -> None:
+    store = tmp_path / "seeds.sqlite"
+    store_with(store, CURVES, seed=0)  # three trials per BER
+    store_with(store, {method: (clean, {ber: accuracies[:2] for ber, accuracies in curve.items()})
+                       for method, (clean, curve) in CURVES.items()}, seed=1)  # two
+    with ResultStore(store) as results:
+        [table] = build_leaderboard(results.cells_frame(), results.trials_frame())
+    assert list(table.rows["trials_min"]) == [2, 2] and list(table.rows["trials_max"]) == [3, 3]
+    assert set(display_frame(table)["trials"]) == {"2\u20133"}
+    assert "2 to 3 trials per BER" in render_markdown([table])

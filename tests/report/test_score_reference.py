@@ -11,7 +11,7 @@ import pytest
 
 from resbench.report.tables import build_leaderboard
 from resbench.run.store import ResultStore
-from tests.helpers import PROVENANCE, make_cell, make_trial
+from tests.helpers import CURVES, PROVENANCE, make_cell, make_trial, store_with
 
 BERS = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3]
 TRIALS = 40
@@ -67,3 +67,18 @@ def test_a_protection_that_costs_clean_accuracy_pays_for_it(tmp_path: Path) -> N
     rows = _table(tmp_path / "r.sqlite", curves)
     assert rows["lossy"]["score"] < rows["none"]["score"]
     assert rows["lossy"]["tolerable_ber"] == 0.0 < rows["none"]["tolerable_ber"]
+
+
+def test_a_table_without_a_score_says_why_in_a_sentence(tmp_path: Path) -> None:
+    for name, curves, reason in (
+        ("one", {method: (clean, {1e-5: curve[1e-5]}) for method, (clean, curve) in CURVES.items()},
+         "Score: none (it averages chance-corrected accuracy over a span of log10 BER, and the sweep has 1 BER)."),
+        ("outside", {method: (clean, {2e-1: [10.0], 3e-1: [10.0]}) for method, (clean, _) in CURVES.items()},
+         "Score: none (the sweep spans no part of the reference range 1e-09..1e-01)."),
+        ("span", CURVES, "Score: chance-corrected accuracy averaged over log10 BER 1e-06..1e-04 (0 = chance, "
+         "1 = no loss)."),
+    ):
+        store_with(tmp_path / f"{name}.sqlite", curves)
+        with ResultStore(tmp_path / f"{name}.sqlite") as results:
+            [table] = build_leaderboard(results.cells_frame(), results.trials_frame())
+        assert reason in table.description

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from resbench import plugins
 from resbench.cli import main
+from resbench.report.display import legend
 from resbench.report.latex import render_latex
 from resbench.report.renderers import render_html, render_markdown
 from resbench.report.tables import build_leaderboard
@@ -134,3 +139,74 @@ def test_each_row_shows_its_clean_accuracy_beside_the_unprotected_models(tmp_pat
     ranger, none = rows.loc["ranger"], rows.loc["none"]
     assert ranger["clean_vs_none"] == ranger["clean_accuracy"] - none["clean_accuracy"]
     assert "| clean vs none |" in render_markdown(build_leaderboard(*_frames(tmp_path)))
+
+
+FAULT_PLUGIN = "resbench_test_flip_plugin"
+
+
+def _fault_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third-party plugin, ``myflip``, whose fault model ``my-flip`` flips bits (installed by a fake entry point)."""
+    from resbench.engine.faults import BernoulliFaults, FaultModelOptions
+
+    module = ModuleType(FAULT_PLUGIN)
+
+    @plugins.hookimpl
+    def register_fault_models(register: Any) -> None:
+        def my_flip(options: FaultModelOptions) -> BernoulliFaults:
+            """Bits flip independently with probability BER (a third-party fault model, for tests)."""
+            return BernoulliFaults(options, "flip")
+
+        register("my-flip", my_flip, options=FaultModelOptions)
+
+    module.register_fault_models = register_fault_models  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, FAULT_PLUGIN, module)
+    entry_point = importlib.metadata.EntryPoint("myflip", FAULT_PLUGIN, plugins.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **selection: [entry_point])
+    monkeypatch.delenv(plugins.DISABLE_PLUGINS_VARIABLE, raising=False)
+    plugins.reset_registries()
+
+
+def _set_version(version: str) -> None:
+    plugins.get_registries().plugins["myflip"].version = version
+
+
+def test_a_new_version_of_a_fault_model_plugin_makes_its_stored_cells_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fault_plugin(monkeypatch)
+    monkeypatch.setattr(sys.modules[__name__], "SUITE", SUITE + "faults: [my-flip]\n")
+    _set_version("1.0")
+    assert _run(tmp_path) == 0
+    before, before_trials = _frames(tmp_path)
+    assert all(json.loads(definition)["plugins"]["myflip"] == "1.0" for definition in before["definition"])
+    _set_version("1.1")  # the fault model computes differently now: none of the stored rows is its
+    capsys.readouterr()
+    assert _run(tmp_path) == 2
+    error = capsys.readouterr().err
+    assert "computed by other plugin versions" in error and "myflip 1.0" in error and "myflip 1.1" in error
+    assert _run(tmp_path, "--rerun", "stale") == 0
+    cells, trials = _frames(tmp_path)
+    assert not set(cells["cell_id"]) & set(before["cell_id"]) and len(trials) == len(before_trials)
+    [table] = build_leaderboard(cells, trials)
+    assert "Model, dataset, format or fault model from: myflip 1.1." in legend(table)
+
+
+def test_a_baseline_is_trained_again_for_another_version_of_its_dataset_or_model_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resbench.cache import ArtifactCache
+    from resbench.datasets import load_dataset
+    from resbench.training import load_or_train_baseline
+
+    def baseline_hit() -> bool:
+        splits = load_dataset("synthetic", {"train_size": 64, "test_size": 16})
+        version = plugins.get_registries().plugins["resbench.datasets"].version
+        assert splits.key["plugins"] == {"resbench.datasets": version}
+        return load_or_train_baseline("test-mlp", {}, splits, seed=0, cache=ArtifactCache(tmp_path), device="cpu",
+                                      training_options={"epochs": 1}, progress=False).cache_hit
+
+    assert not baseline_hit() and baseline_hit()
+    plugins.get_registries().plugins["resbench.datasets"].version = "999.0"  # other data, same name and options
+    assert not baseline_hit() and baseline_hit()
+    plugins.get_registries().plugins["resbench.models"].version = "999.0"  # another model, same name and options
+    assert not baseline_hit()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import logging
 import re
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from resbench import __version__
@@ -63,9 +66,34 @@ def _print_cause(error: BaseException) -> None:
         traceback.print_exception(error.__cause__, file=sys.stderr)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, what job schedulers and ``kill`` send: stopped as Ctrl-C stops a run."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Inside the block, SIGTERM interrupts the main thread as Ctrl-C does (the store keeps what it received)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    with _sigterm_interrupts():
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(arguments: list[str]) -> int:
     verbose = "-v" in arguments or "--verbose" in arguments
     try:
         parser = build_parser()
@@ -87,10 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # a disk, permission or file-system failure while running: one line, no traceback
         print(f"resbench: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("resbench: interrupted; the trials received so far are stored: run the same command again to resume",
               file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(interrupt, _Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import torch
 from resbench import __version__
 from resbench.plugins import get_registries
 
-__all__ = ["collect_provenance", "git_revision"]
+__all__ = ["collect_provenance", "cpu_model", "git_revision"]
 
 
 def git_revision(directory: Path | None = None) -> str | None:
@@ -28,12 +29,25 @@ def git_revision(directory: Path | None = None) -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo, else what the platform says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown processor"
+
+
 def collect_provenance(suite_name: str, suite_version: int, device: torch.device) -> dict[str, Any]:
     """Everything a reader needs to know where a run's rows came from."""
     plugins = {info.name: info.version for info in get_registries().plugins.values()}
     device_name = str(device)
     if device.type == "cuda":
         device_name += f" ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":  # trained weights depend on the CPU's kernels: a reader comparing runs needs it
+        device_name += f" ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()} kernels)"
     return {
         "suite": suite_name,
         "suite_version": suite_version,

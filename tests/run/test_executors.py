@@ -351,3 +351,23 @@ def test_ray_retries_a_job_whose_worker_died_without_duplicating_rows(trial_batc
     stored = rows(tmp_path / "ray.sqlite")
     assert not stored.duplicated(["cell_id", "trial"]).any()
     pd.testing.assert_frame_equal(stored, rows(tmp_path / "local.sqlite"))
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_its_tables_say_they_are_incomplete(tmp_path: Path) -> None:
+    from resbench.cli.report_cmds import load_leaderboard
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(KILL_SUITE.format(test_size=2048, trials=400, model="test-cnn"), encoding="utf-8")
+    store = tmp_path / "terminated.sqlite"
+    process = _start_and_wait_for_rows(_command(suite, store, tmp_path, "local"), store)
+    process.send_signal(signal.SIGTERM)  # what a job scheduler sends
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert process.stderr is not None
+    assert "interrupted; the trials received so far are stored" in process.stderr.read().decode()
+    process.stderr.close()
+    assert 0 < _faulty_rows(store) < 2 * 400
+    assert all("Incomplete: the last run" in table.description for table in load_leaderboard(store)[0])
+    resumed = subprocess.run(_command(suite, store, tmp_path, "local"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _faulty_rows(store) == 2 * 400
+    assert not any("Incomplete" in table.description for table in load_leaderboard(store)[0])

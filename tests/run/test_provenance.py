@@ -8,14 +8,16 @@ from pathlib import Path
 import torch
 
 from resbench import __version__
-from resbench.run.provenance import collect_provenance, git_revision
+from resbench.run.provenance import collect_provenance, cpu_model, git_revision
 
 
 def test_a_run_records_versions_plugins_device_and_suite() -> None:
     provenance = collect_provenance("default", 1, torch.device("cpu"))
     assert provenance["suite"] == "default" and provenance["suite_version"] == 1
     assert provenance["resbench_version"] == __version__ and provenance["torch_version"] == torch.__version__
-    assert provenance["device"] == "cpu"
+    # the CPU model and the instruction set of torch's kernels: trained weights depend on them
+    assert provenance["device"] == f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()} kernels)"
+    assert cpu_model() and "unknown" not in cpu_model()
     assert provenance["plugins"]["resbench_plugins.ranger"] == __version__  # built-ins carry resbench's version
     assert provenance["started"][:2] == "20"
 

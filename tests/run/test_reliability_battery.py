@@ -188,7 +188,8 @@ def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fails_mid_campaign(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fault model (plugin ``resbench_flaky``) that raises on its third trial, after rows were computed."""
+    """A fault model (plugin ``resbench_flaky``) that raises on its sixth draw, after rows were computed (two
+    draws per trial, one per BER; the first is drawn twice, to check that it replays)."""
     from resbench.engine.faults import BernoulliFaults, FaultModelOptions
 
     class Flaky(BernoulliFaults):
@@ -196,7 +197,7 @@ def fails_mid_campaign(monkeypatch: pytest.MonkeyPatch) -> None:
 
         def sample_sites(self, *arguments: Any) -> Any:
             Flaky.calls += 1
-            if Flaky.calls == 3:
+            if Flaky.calls == 6:
                 raise RuntimeError("device lost")
             return super().sample_sites(*arguments)
 

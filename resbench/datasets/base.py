@@ -31,7 +31,8 @@ class DatasetSplits:
 
     ``validation`` is carved from the training data, so thresholds and bounds tuned on it never see the
     test split. ``key`` is everything that determines the training data (name and options, without
-    evaluation-only options such as ``test_limit``): baselines are cached under it. ``train_plain`` is
+    evaluation-only options such as ``test_limit``): baselines are cached under it, with the version of the
+    plugin providing the dataset, which :func:`resbench.datasets.load_dataset` adds. ``train_plain`` is
     the training part with the evaluation transforms (no augmentation) where ``train`` is augmented;
     profiling reads it (:attr:`profiling`), so bounds do not depend on random crops and flips.
     """

@@ -19,7 +19,7 @@ from resbench.errors import UsageError
 
 __all__ = ["check_folder", "replace_atomically", "write_atomically"]
 
-_KINDS = ((stat.S_ISDIR, "a folder; name a file"), (stat.S_ISCHR, "a character device"),
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
 
 
@@ -53,7 +53,7 @@ def _target(path: Path, what: str) -> Path:
         raise UsageError(f"{what} {path}: {error.strerror}") from None
     for is_kind, kind in _KINDS:
         if is_kind(mode):
-            raise UsageError(f"{what} {path}: is {kind}, not a regular file")
+            raise UsageError(f"{what} {path}: is {kind}; name a file")
     return target
 
 

@@ -72,10 +72,16 @@ def _executor_spec(args: argparse.Namespace, suite_executor: dict[str, Any]) -> 
     its options."""
     spec = dict(suite_executor) if args.executor is None else {"name": args.executor, "options": {}}
     options = dict(spec.get("options", {}))
+    takes = get_registries().executors.get(spec["name"]).options.model_fields
     for option in ("workers", "address", "trial_batch"):
         value = getattr(args, option)
-        if value is not None:
-            options[option] = value
+        if value is None:
+            continue
+        if option not in takes:
+            users = [entry.name for entry in get_registries().executors if option in entry.options.model_fields]
+            raise UsageError(f"--{option.replace('_', '-')}: the {spec['name']} executor does not take it; it is for "
+                             f"--executor {' or '.join(users)}")
+        options[option] = value
     return {"name": spec["name"], "options": options}
 
 

@@ -27,8 +27,9 @@ class ValidateCommand:
         check_operator_choices(suite, str(args.suite))
         size = SuiteSize(suite)
         seeds = f" x {len(suite.seeds)} seeds" if suite.seeds else ""
+        groups = f"{size.groups} group" + "s" * (size.groups != 1)
         print(
-            f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): {size.groups} groups (method x "
+            f"{args.suite}: valid suite {suite.name!r} (version {suite.version}): {groups} (method x "
             f"model x dataset x format) x ({size.faulty} cells with faults + {size.clean} clean) = {size.cells} "
             f"cells{seeds}"
         )

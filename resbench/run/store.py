@@ -278,6 +278,8 @@ class ResultStore:
     def open_existing(cls, path: Path) -> ResultStore:
         """Open a store read-only, for reports; a missing file is bad input."""
         _check_name(Path(path))
+        if Path(path).is_dir():
+            raise UsageError(f"{path}: is a folder; --store names the store file")
         if not Path(path).is_file():
             raise UsageError(f"{path}: no results store here; run 'resbench run' first or pass --store")
         return cls(path, read_only=True)

@@ -33,7 +33,7 @@ def test_output_to_a_device_is_refused_and_the_device_kept(command: str, tmp_pat
     device = tmp_path / "null"  # a link to /dev/null: a write that replaced its path would replace only the link
     device.symlink_to("/dev/null")
     assert main([command, "--store", str(store), "--output", str(device)]) == 2
-    assert f"--output {device}: is a character device, not a regular file" in one_line_error(capsys)
+    assert f"--output {device}: is a character device; name a file" in one_line_error(capsys)
     assert device.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
@@ -44,7 +44,7 @@ def test_output_to_a_fifo_is_refused_and_the_fifo_kept(command: str, tmp_path: P
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     assert main([command, "--store", str(store), "--output", str(fifo)]) == 2
-    assert f"--output {fifo}: is a FIFO (named pipe), not a regular file" in one_line_error(capsys)
+    assert f"--output {fifo}: is a FIFO (named pipe); name a file" in one_line_error(capsys)
     assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 

@@ -48,6 +48,8 @@ def test_cell_keeps_its_first_definition(tmp_path: Path) -> None:
 def test_missing_or_foreign_store_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no results store"):
         ResultStore.open_existing(tmp_path / "absent.sqlite")
+    with pytest.raises(UsageError, match="is a folder; --store names the store file"):  # as `run` says
+        ResultStore.open_existing(tmp_path)
     foreign = tmp_path / "foreign.sqlite"
     foreign.write_text("this is not a database at all, just text " * 50)
     with pytest.raises(UsageError, match="not a resbench store"):

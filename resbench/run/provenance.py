@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
 import sys
@@ -31,12 +32,10 @@ def git_revision(directory: Path | None = None) -> str | None:
 
 def cpu_model() -> str:
     """The processor's model name (Linux's /proc/cpuinfo, else what the platform says)."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.partition(":")[2].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine() or "unknown processor"
 
 
